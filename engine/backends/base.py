@@ -1,0 +1,72 @@
+"""The "model step" interface the decoding loops run on.
+
+The AR, MAGNeT and hybrid loops in ``engine/decoding`` are written once against this protocol;
+``engine/backends/torch_backend.py`` implements it over the PyTorch LM and
+``engine/backends/onnx_backend.py`` over onnxruntime sessions of an exported bundle. Tensors
+crossing the interface are torch tensors on CPU (the onnxruntime backend converts at its edge,
+zero-copy where it can), so sampling, CFG and masking logic exist exactly once.
+
+Shape letters: B batch (cond and uncond rows stacked when CFG is on), K codebooks, S sequence
+steps, T frames, L condition length, D model dim, card codebook size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+
+@dataclass
+class ConditionTensors:
+    """What the LM is conditioned on, already encoded by the frozen conditioners.
+
+    ``cross``: [B, L, C] text-encoder hidden states (before the LM's own projection) or None.
+    ``cross_mask``: [B, L] 1 for real tokens, 0 for padding / null condition.
+    ``prefix``: [B, P, D] embeddings prepended to the token sequence (melody chroma, or
+    MusicGen-Melody's prepended text), or None.
+    Null (unconditional) rows for CFG have ``cross`` zeroed and ``cross_mask`` 0.
+    """
+
+    cross: torch.Tensor | None
+    cross_mask: torch.Tensor | None
+    prefix: torch.Tensor | None = None
+
+    @property
+    def batch(self) -> int:
+        t = self.cross if self.cross is not None else self.prefix
+        assert t is not None, "a condition needs cross or prefix tensors"
+        return t.shape[0]
+
+
+class StepBackend(Protocol):
+    """One LM, driven step by step (causal, KV-cached) or whole-sequence (non-causal)."""
+
+    n_q: int           # K, number of codebooks
+    card: int          # codebook size; token id ``card`` is the special / mask token
+    special_token_id: int
+
+    def prepare(self, cond: ConditionTensors) -> Any:
+        """Per-generation context: cross-attention keys/values for every layer, computed once."""
+        ...
+
+    def new_cache(self, ctx: Any, max_steps: int) -> Any:
+        """An empty self-attention KV cache for ``max_steps`` sequence steps (prefix included)."""
+        ...
+
+    def step(self, tokens: torch.Tensor, cache: Any, ctx: Any) -> tuple[torch.Tensor, Any]:
+        """Causal forward of new tokens [B, K, S] after what ``cache`` holds.
+
+        Returns logits [B, K, S, card] (float32) and the cache advanced by S steps. The prefix
+        (if any) is consumed on the first call, whose logits cover only the S token positions.
+        """
+        ...
+
+    def full(self, tokens: torch.Tensor, ctx: Any, attn_band: int | None,
+             codebook: int | None = None) -> torch.Tensor:
+        """Non-causal forward of a whole sequence [B, K, T] (MAGNeT).
+
+        ``attn_band``: None attends everywhere; n restricts self-attention to |i - j| <= n.
+        ``codebook``: when given, logits only for that codebook: [B, T, card]; else [B, K, T, card].
+        """
+        ...

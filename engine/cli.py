@@ -1,0 +1,37 @@
+"""The ``barforge`` command line.
+
+Subcommands that belong to other layers (``serve`` in bridge/, ``host`` in plugin_host/,
+``export`` in export/) register through the ``barforge.commands`` entry-point group, each a
+function ``register(subparsers)``, so engine/ never imports the layers above it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import entry_points
+
+from engine import commands as engine_commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser: engine's own subcommands plus every registered plugin."""
+    parser = argparse.ArgumentParser(prog="barforge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    engine_commands.register(sub)
+    for ep in sorted(entry_points(group="barforge.commands"), key=lambda e: e.name):
+        ep.load()(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``barforge`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"barforge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
