@@ -1,0 +1,125 @@
+"""``barforge serve``: start the OSC bridge (see docs/PROTOCOL.md)."""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import math
+import signal
+import threading
+
+from bridge import osc_protocol
+
+SLOT_RATE = 48000          # --max-seconds are counted at this rate (a 96 kHz clip gets half)
+CAPTURE_RATE = 192000      # the capture ring holds --capture-seconds at the highest valid rate
+HEARTBEAT_S = 0.5
+DEFAULT_RENDER_DIR = "~/.local/share/barforge/clips"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``serve`` subcommand."""
+    p = sub.add_parser("serve", help="run the OSC + shared-memory bridge for DAW hosts",
+                       description="Serve clip generation over OSC/UDP; clips are published in a "
+                                   "POSIX shared-memory segment and written as WAV files.")
+    p.add_argument("--model", default="default",
+                   help="'debug', 'default', a HF/audiocraft model dir or an ONNX bundle dir (default: default)")
+    p.add_argument("--preset", default=None, help="preset name (presets/*.json) or preset JSON file used "
+                   "when a request names none")
+    p.add_argument("--render-dir", default=DEFAULT_RENDER_DIR, help="where clips are written as WAV + JSON "
+                   f"(default: {DEFAULT_RENDER_DIR})")
+    p.add_argument("--shm-name", default="barforge", help="shared-memory segment name, at most 30 "
+                   "characters (default: barforge, /dev/shm/barforge on Linux)")
+    p.add_argument("--slots", type=int, default=8, help="clip slots in the segment (default: 8)")
+    p.add_argument("--max-seconds", type=float, default=30.0,
+                   help=f"slot capacity in seconds at {SLOT_RATE} Hz; the segment never grows "
+                        "(default: 30)")
+    p.add_argument("--capture-seconds", type=float, default=10.0,
+                   help=f"capture ring length in seconds at {CAPTURE_RATE} Hz (default: 10)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=9000, help="UDP port (default: 9000)")
+    p.add_argument("--queue-size", type=int, default=8, help="jobs that may wait (default: 8); more "
+                   "are answered 'busy'")
+    p.add_argument("--no-warm-up", action="store_true",
+                   help="skip timing each decoding mode at start (continuation then guesses its speed)")
+    p.set_defaults(func=serve)
+
+
+def _validate(args: argparse.Namespace) -> None:
+    if not 1 <= args.slots <= 1024:
+        raise ValueError(f"--slots {args.slots}: expected 1..1024")
+    if not (math.isfinite(args.max_seconds) and 0 < args.max_seconds * SLOT_RATE < 2**32):
+        raise ValueError(f"--max-seconds {args.max_seconds}: expected a positive number of seconds")
+    if not (math.isfinite(args.capture_seconds) and 1 <= args.capture_seconds * CAPTURE_RATE < 2**32):
+        raise ValueError(f"--capture-seconds {args.capture_seconds}: expected a positive number of seconds")
+    if args.queue_size < 1:
+        raise ValueError(f"--queue-size {args.queue_size}: expected at least 1")
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port}: expected 0..65535")
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run until SIGINT / SIGTERM; the segment is removed on the way out."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log = logging.getLogger("bridge")
+    _validate(args)
+    from engine import load_model
+    from plugin_host.shm import ServerSegment
+
+    from bridge.persistence import ClipStore
+    from bridge.presets import load_presets, resolve_preset
+    from bridge.renderer import Renderer
+    from bridge.server import MAX_CHANNELS, Bridge, OSCServer
+
+    presets = load_presets()
+    server_preset = resolve_preset(args.preset, presets)
+    store = ClipStore(args.render_dir)
+    model = load_model(args.model)
+    provider = str(getattr(model, "provider", "torch"))
+    slot_frames = int(args.max_seconds * SLOT_RATE)
+    segment = ServerSegment.create(args.shm_name, args.slots, slot_frames, MAX_CHANNELS,
+                                   int(args.capture_seconds * CAPTURE_RATE))
+    stop = threading.Event()
+    heartbeat = threading.Thread(target=_beat, args=(segment, stop), name="bridge-heartbeat", daemon=True)
+    bridge = None
+    try:
+        renderer = Renderer(model, args.model, segment, store)
+        bridge = Bridge(renderer, provider, presets, server_preset, args.queue_size,
+                        segment.layout.slot_capacity_frames,
+                        warm_up=not args.no_warm_up)
+        server = OSCServer((args.host, args.port), bridge)
+        if not ipaddress.ip_address(socket_host(args.host)).is_loopback:
+            log.warning("listening on %s: reachable from other machines, not only this one", args.host)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        heartbeat.start()
+        bridge.jobs.start()
+        server.serve_in_thread()
+        log.info("serving protocol %d on %s:%d, model %s (%s), segment /%s: %d slots x %d frames, "
+                 "render dir %s", osc_protocol.PROTOCOL_VERSION, args.host, server.server_address[1],
+                 args.model, provider, args.shm_name, args.slots, slot_frames, store.dir)
+        while not stop.wait(1.0):
+            pass
+        log.info("shutting down")
+        server.shutdown()
+        server.server_close()
+    finally:
+        stop.set()
+        # nothing may touch the mapping once it is closed: the worker and heartbeat end first
+        if bridge is not None:
+            bridge.jobs.stop()
+        if heartbeat.is_alive():
+            heartbeat.join()
+        segment.close(unlink=True)
+    return 0
+
+
+def socket_host(host: str) -> str:
+    """The IP address a --host value binds (names resolved, '' meaning all interfaces)."""
+    import socket
+    return socket.gethostbyname(host) if host else "0.0.0.0"
+
+
+def _beat(segment: object, stop: threading.Event) -> None:
+    while not stop.is_set():
+        segment.beat_heartbeat()  # type: ignore[attr-defined]
+        stop.wait(HEARTBEAT_S)

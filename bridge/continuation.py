@@ -1,0 +1,111 @@
+"""Live continuation timing: which bar line a continuation can start on, and where it lies.
+
+Time runs on two clocks: the capture ring's frames (with the session beat at its write
+position) and the generated audio. ``plan`` ties them: the prompt is the newest captured
+window, its end is the session beat ``beat_at_end``; the clip starts at a bar line
+``start_beat`` which lies ``(start_beat - beat_at_end) * 60 / bpm`` seconds after the end of
+the prompt in the generated audio.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+
+from bridge import tempo
+
+PROMPT_SECONDS = 4.0   # the window of live audio the model continues from
+SAFETY = 1.25          # margin on the generation-time estimate
+INITIAL_SECONDS_PER_SECOND = 2.0
+
+
+class SpeedEstimate:
+    """Measured wall seconds per second of generated audio, per decoding mode (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._rate: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def record(self, mode: str, wall_s: float, audio_s: float) -> None:
+        """Fold one measurement in (an exponential average; the first sets it)."""
+        if audio_s <= 0:
+            return
+        r = wall_s / audio_s
+        with self._lock:
+            old = self._rate.get(mode)
+            self._rate[mode] = r if old is None else 0.5 * old + 0.5 * r
+
+    def seconds_per_second(self, mode: str) -> float:
+        with self._lock:
+            return self._rate.get(mode, INITIAL_SECONDS_PER_SECOND)
+
+    def fastest(self, modes: tuple[str, ...]) -> str:
+        """The supported mode measured fastest (the first of ``modes`` when none is measured)."""
+        with self._lock:
+            known = [m for m in modes if m in self._rate]
+            return min(known, key=self._rate.__getitem__) if known else modes[0]
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._rate)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where a continuation starts and how much to generate.
+
+    ``start_beat``: the bar line the clip starts on. ``gap_s``: seconds from the end of the
+    prompt to ``start_beat``. ``new_s``: seconds of audio to generate after the prompt (gap,
+    clip and seam margin). ``skipped_bar``: True when the next bar line was too close to make.
+    """
+
+    start_beat: int
+    gap_s: Fraction
+    new_s: float
+    skipped_bar: bool
+
+
+def prompt_frames(available: int, capture_rate: int, frame_rate: Fraction | None,
+                  max_seconds: float = PROMPT_SECONDS) -> int:
+    """Capture frames to use as the prompt: at most ``max_seconds``, a whole number of codec frames.
+
+    Cutting at a codec frame boundary makes the prompt's end fall exactly where the model's
+    continuation begins.
+    """
+    n = min(available, int(max_seconds * capture_rate))
+    if frame_rate is None:
+        return n
+    codec_frames = int(Fraction(n, capture_rate) * frame_rate)
+    return int(Fraction(codec_frames) / frame_rate * capture_rate)
+
+
+def plan(beat_at_end: float, read_at: float, bpm: Fraction, beats_per_bar: int, clip_s: float,
+         margin_s: float, seconds_per_second: float, now: float | None = None) -> Plan:
+    """Choose the next bar line after ``beat_at_end``, or the one after when it is too close.
+
+    ``read_at``: monotonic time the capture was read (the session beat was ``beat_at_end``
+    then and moves on at ``bpm``). Too close: the estimated generation time (``SAFETY`` times
+    ``seconds_per_second`` times the audio to generate) ends after the bar line.
+    """
+    now = time.monotonic() if now is None else now
+    spb = tempo.seconds_per_beat(bpm)
+    elapsed = Fraction(now - read_at)
+    first = tempo.next_bar_line(beat_at_end, beats_per_bar)
+    for start, skipped in ((first, False), (first + beats_per_bar, True)):
+        gap_s = (start - Fraction(beat_at_end)) * spb
+        new_s = float(gap_s) + clip_s + margin_s
+        time_left = float(gap_s - elapsed)
+        if SAFETY * seconds_per_second * new_s <= time_left:
+            break
+    return Plan(start, gap_s, new_s, skipped)
+
+
+def clip_start_frame(prompt_end_s: Fraction, gap_s: Fraction, sample_rate: int) -> int:
+    """First frame of the clip in the generated audio (prompt included) at ``sample_rate``."""
+    return tempo.round_half_away((prompt_end_s + gap_s) * sample_rate)
+
+
+def bar_fraction_left(start_beat: float, beat_now: float, beats_per_bar: int) -> float:
+    """How much of the bar before ``start_beat`` was left at ``beat_now`` (negative: late)."""
+    return (start_beat - beat_now) / beats_per_bar

@@ -1,0 +1,145 @@
+"""One job end to end on the worker thread: generate, cut to the tempo, publish, persist.
+
+``Renderer.render(job, progress)`` returns what ``/barforge/done`` reports. The WAV is on disk
+(write-then-rename) before the method returns; the clip is in its shared-memory slot.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from bridge import clip_render, continuation, tempo
+from bridge.generation import Settings, generate_audio
+from bridge.jobs import Job
+from bridge.osc_protocol import Continue
+from bridge.persistence import ClipStore
+
+log = logging.getLogger("bridge.renderer")
+CAPTURE_MAX_BLOCK = 8192  # barforge_shm.h BF_CAPTURE_MAX_BLOCK: a reader leaves this much alone
+
+
+class NoCapture(Exception):
+    """Continue with no (or too little) captured audio (protocol code ``no_capture``)."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """The fields of ``/barforge/done`` plus what the job log line reports."""
+
+    slot: int
+    frames: int
+    sample_rate: int
+    channels: int
+    start_beat: float
+    path: str
+    bar_fraction_left: float | None = None
+
+
+class Renderer:
+    """Holds the model, the segment and the clip store; used by the worker thread only."""
+
+    def __init__(self, model: Any, model_name: str, segment: Any, store: ClipStore) -> None:
+        self.model, self.model_name, self.segment, self.store = model, model_name, segment, store
+        self.speed = continuation.SpeedEstimate()
+        self.frame_rate = Fraction(model.frame_rate).limit_denominator(10_000) \
+            if getattr(model, "frame_rate", None) else None
+
+    def warm_up(self, seconds: float = 1.0) -> None:
+        """Time a short generation in every supported mode (continuation picks the fastest)."""
+        for mode in self.model.supported_modes:
+            params = {"mode": mode, "seed": 0}
+            t0 = time.monotonic()
+            self.model.set_generation_params(duration=seconds, **params)
+            self.model.generate(["warm up"], progress_callback=lambda d, t: None)
+            self.speed.record(mode, time.monotonic() - t0, seconds)
+        log.info("generation speed (wall s per audio s): %s", self.speed.snapshot())
+
+    def render(self, job: Job, settings: Settings, progress: Any) -> Published:
+        if isinstance(job.request, Continue):
+            return self._continue(job, settings, progress)
+        return self._generate(job, settings, progress)
+
+    def _finish(self, job: Job, settings: Settings, audio: np.ndarray, start: int, seam: str,
+                start_beat: float, extra: dict[str, Any]) -> tuple[Published, int]:
+        t = job.transport
+        frames = tempo.frames_for_bars(job.request.bars, t.bpm, t.beats_per_bar, t.sample_rate)
+        clip, flags = clip_render.cut_clip(audio, start, frames, t.sample_rate, seam)
+        clip, loud = clip_render.normalize_loudness(clip, t.sample_rate, settings.loudness)
+        job.check_cancel()
+        meta = {"job": job.id, "model": self.model_name, "prompt": job.request.prompt,
+                "description": settings.description, "preset": settings.preset, "mode": settings.mode,
+                "seed": settings.seed, "temperature": settings.temperature, "top_k": settings.top_k,
+                "top_p": settings.top_p, "cfg": settings.cfg,
+                "steps": list(settings.steps) if settings.steps else None,
+                "bpm": float(t.bpm), "bpm_exact": str(t.bpm), "beats_per_bar": t.beats_per_bar,
+                "bars": job.request.bars, "start_beat": start_beat, "flags": flags,
+                "loudness_target_lufs": settings.loudness, "loudness_measured_lufs": loud.measured_lufs,
+                "gain_db": loud.gain_db, "true_peak_dbtp": loud.true_peak_dbtp, **extra}
+        path = self.store.save(clip, t.sample_rate, meta)
+        slot = self.segment.publish(clip, sample_rate=t.sample_rate, bars=job.request.bars,
+                                    bpm=float(t.bpm), beats_per_bar=t.beats_per_bar,
+                                    start_beat=start_beat, flags=flags, job_id=job.id)
+        return Published(slot, frames, t.sample_rate, clip.shape[1], start_beat, str(path)), flags
+
+    def _generate(self, job: Job, settings: Settings, progress: Any) -> Published:
+        t = job.transport
+        frames = tempo.frames_for_bars(job.request.bars, t.bpm, t.beats_per_bar, t.sample_rate)
+        clip_s = frames / t.sample_rate
+        t0 = time.monotonic()
+        wav = generate_audio(self.model, settings, clip_s + clip_render.SEAM_MARGIN_S, progress)
+        self.speed.record(settings.mode, time.monotonic() - t0, clip_s + clip_render.SEAM_MARGIN_S)
+        audio = self._to_host(wav, settings.channels, t.sample_rate)
+        published, _ = self._finish(job, settings, audio, 0, "start", -1.0, {})
+        return published
+
+    def _continue(self, job: Job, settings: Settings, progress: Any) -> Published:
+        t = job.transport
+        window = self.segment.read_capture(1)
+        if window is None or window.end_frame <= 0:
+            raise NoCapture("no audio has been captured since /barforge/capture")
+        capture_rate = window.sample_rate
+        n = continuation.prompt_frames(min(window.end_frame, self.segment_capture_capacity()),
+                                       capture_rate, self.frame_rate)
+        window = self.segment.read_capture(n) if n > 0 else None
+        read_at = time.monotonic()
+        if window is None or window.audio.shape[0] < max(1, n):
+            raise NoCapture(f"the capture ring holds too little audio ({n} frames usable)")
+        frames = tempo.frames_for_bars(job.request.bars, t.bpm, t.beats_per_bar, t.sample_rate)
+        clip_s = frames / t.sample_rate
+        p = continuation.plan(window.beat_at_end, read_at, t.bpm, t.beats_per_bar, clip_s,
+                              clip_render.SEAM_MARGIN_S, self.speed.seconds_per_second(settings.mode))
+        prompt = clip_render.match_channels(window.audio.astype(np.float32), self.model.audio_channels)
+        t0 = time.monotonic()
+        wav = generate_audio(self.model, settings, p.new_s, progress, prompt, capture_rate)
+        self.speed.record(settings.mode, time.monotonic() - t0, p.new_s)
+        audio = self._to_host(wav, settings.channels, t.sample_rate)
+        prompt_end_s = Fraction(window.audio.shape[0], capture_rate)
+        start = continuation.clip_start_frame(prompt_end_s, p.gap_s, t.sample_rate)
+        extra = {"capture_end_frame": int(window.end_frame), "capture_beat_at_end": window.beat_at_end,
+                 "capture_sample_rate": capture_rate, "prompt_frames": int(window.audio.shape[0]),
+                 "clip_start_in_generated": start, "skipped_next_bar": p.skipped_bar}
+        published, _ = self._finish(job, settings, audio, start, "end", float(p.start_beat), extra)
+        beat_now = self._beat_now(window.end_frame, window.beat_at_end, read_at, t.bpm)
+        left = continuation.bar_fraction_left(p.start_beat, beat_now, t.beats_per_bar)
+        return Published(**{**published.__dict__, "bar_fraction_left": left})
+
+    def segment_capture_capacity(self) -> int:
+        """Frames of the ring a read may take (the block being written is left alone)."""
+        return int(self.segment.layout.capture_capacity_frames) - CAPTURE_MAX_BLOCK
+
+    def _beat_now(self, end_frame: int, beat_at_end: float, read_at: float, bpm: Fraction) -> float:
+        """The session beat now: from the ring if the host kept writing, else extrapolated."""
+        latest = self.segment.read_capture(1)
+        if latest is not None and latest.end_frame > end_frame:
+            # the host writes in blocks; the beat moved on since its last write
+            return latest.beat_at_end
+        return beat_at_end + (time.monotonic() - read_at) * float(bpm) / 60
+
+    def _to_host(self, wav: np.ndarray, channels: int, sample_rate: int) -> np.ndarray:
+        audio = clip_render.match_channels(wav, channels)
+        return clip_render.resample(audio, self.model.sample_rate, sample_rate)

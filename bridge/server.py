@@ -1,0 +1,190 @@
+"""The OSC side of the bridge: a UDP server whose network thread validates, enqueues, answers.
+
+``Bridge.call_handlers_for_packet(data, addr)`` (python-osc's dispatcher entry point) handles
+one datagram without blocking: protocol parsing is in bridge/osc_protocol.py, generations run
+on the job queue's worker (bridge/jobs.py, bridge/renderer.py). Replies go to the sender.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+import threading
+import time
+from typing import Any
+
+from bridge import osc_protocol as proto
+from bridge import tempo
+from bridge.generation import resolve_settings
+from bridge.jobs import Cancelled, DuplicateJob, Job, JobQueue, QueueFull
+from bridge.presets import Preset
+from bridge.renderer import NoCapture, Renderer
+
+log = logging.getLogger("bridge")
+SERVER_VERSION = "barforge-0.1.0"
+PROGRESS_INTERVAL_S = 0.05
+MAX_CHANNELS = 2
+Address = tuple[str, int]
+
+
+class Bridge:
+    """Server state (transport, capture rate, job queue) and the handling of every request."""
+
+    def __init__(self, renderer: Renderer, provider: str, presets: dict[str, Preset],
+                 server_preset: Preset, queue_size: int, slot_capacity_frames: int,
+                 warm_up: bool = True) -> None:
+        self.renderer, self.provider = renderer, provider
+        self.presets, self.server_preset = presets, server_preset
+        self.slot_capacity_frames = slot_capacity_frames
+        self.transport: proto.Transport | None = None
+        self.capture_rate: int | None = None
+        self.sock: socket.socket | None = None
+        modes = tuple(renderer.model.supported_modes)
+        self.default_mode = "ar" if "ar" in modes else modes[0]
+        self.jobs = JobQueue(queue_size, self._run, self._send_cancelled_final, self._crashed,
+                             setup=renderer.warm_up if warm_up else None)
+
+    # -- network thread -------------------------------------------------------------------
+
+    def send(self, addr: Address, datagram: bytes) -> None:
+        """Send one reply; a vanished client never disturbs the server."""
+        try:
+            assert self.sock is not None
+            self.sock.sendto(datagram, addr)
+        except OSError as e:
+            log.warning("reply to %s failed: %s", addr, e)
+
+    def call_handlers_for_packet(self, data: bytes, addr: Address) -> list[Any]:
+        """Handle one datagram (python-osc's dispatcher signature); replies are sent here."""
+        for item in proto.parse_packet(data, self.presets.keys()):
+            try:
+                reply = item if isinstance(item, proto.ErrorReply) else self._handle(item, addr)
+            except Exception as e:  # no datagram, however malformed, stops the server
+                log.exception("request from %s failed", addr)
+                reply = proto.ErrorReply(getattr(item, "job", ""), "internal", str(e)[:200])
+            if isinstance(reply, proto.ErrorReply):
+                self.send(addr, proto.error(reply))
+            elif reply is not None:
+                self.send(addr, reply)
+        return []
+
+    def _handle(self, req: proto.Request, addr: Address) -> bytes | proto.ErrorReply | None:
+        P = proto.PREFIX
+        if isinstance(req, proto.Ping):
+            return proto.build(P + "pong", proto.PROTOCOL_VERSION, SERVER_VERSION)
+        if isinstance(req, proto.Status):
+            queued, running = self.jobs.status()
+            return proto.build(P + "status", queued, running, self.renderer.model_name, self.provider)
+        if isinstance(req, proto.Transport):
+            self.transport = req
+            return proto.build(P + "ack", "transport")
+        if isinstance(req, proto.Capture):
+            self.renderer.segment.reset_capture(req.sample_rate)
+            self.capture_rate = req.sample_rate
+            return proto.build(P + "ack", "capture")
+        if isinstance(req, proto.Cancel):
+            if self.jobs.cancel(req.job) is None:
+                return proto.ErrorReply(req.job, "unknown_job", f"no queued or running job {req.job!r}")
+            return proto.build(P + "cancelled", req.job)
+        return self._accept(req, addr)
+
+    def _accept(self, req: proto.Generate | proto.Continue, addr: Address) -> proto.ErrorReply | None:
+        t = self.transport
+        if t is None:
+            return proto.ErrorReply(req.job, "no_transport", "send /barforge/transport before asking for clips")
+        frames = tempo.frames_for_bars(req.bars, t.bpm, t.beats_per_bar, t.sample_rate)
+        if frames > self.slot_capacity_frames:
+            return proto.ErrorReply(req.job, "too_long", f"{req.bars} bars at {float(t.bpm)} bpm are {frames} "
+                                    f"frames; a slot holds {self.slot_capacity_frames}")
+        if isinstance(req, proto.Continue) and self.capture_rate is None:
+            return proto.ErrorReply(req.job, "no_capture", "send /barforge/capture and write audio first")
+        try:
+            settings = resolve_settings(self.renderer.model, req.prompt or "", t.bpm, req.options,
+                                        self.server_preset, self.presets, self._mode_for(req),
+                                        MAX_CHANNELS)
+        except ValueError as e:
+            return proto.ErrorReply(req.job, "bad_argument", str(e))
+        job = Job(req.job, req, addr, t, settings=settings)
+        try:
+            self.jobs.submit(job, lambda j: self.send(addr, proto.build(proto.PREFIX + "accepted", j.id)))
+        except QueueFull:
+            return proto.ErrorReply(req.job, "busy", f"the queue holds {self.jobs.capacity} jobs already")
+        except DuplicateJob:
+            return proto.ErrorReply(req.job, "bad_argument", f"job {req.job!r} is already queued or running")
+        return None
+
+    def _mode_for(self, req: proto.Generate | proto.Continue) -> str:
+        """Generations default to AR; continuations to the mode measured fastest here."""
+        if isinstance(req, proto.Continue):
+            return self.renderer.speed.fastest(tuple(self.renderer.model.supported_modes))
+        return self.default_mode
+
+    # -- worker thread --------------------------------------------------------------------
+
+    def _send_cancelled_final(self, job: Job) -> None:
+        self.send(job.reply_to, proto.error(proto.ErrorReply(job.id, "cancelled", "cancelled by request")))
+        log.info("job %s cancelled while queued", job.id)
+
+    def _crashed(self, job: Job, e: BaseException) -> None:
+        self.send(job.reply_to, proto.error(proto.ErrorReply(job.id, "internal", f"{type(e).__name__}: {e}"[:300])))
+
+    def _run(self, job: Job) -> None:
+        t0 = time.monotonic()
+        last = [0.0]
+
+        def progress(fraction: float) -> None:
+            job.check_cancel()
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_INTERVAL_S:
+                last[0] = now
+                self.send(job.reply_to, proto.build(proto.PREFIX + "progress", job.id, float(fraction)))
+
+        kind = "continue" if isinstance(job.request, proto.Continue) else "generate"
+        s, t = job.settings, job.transport
+        head = (f"job {job.id} {kind} bars={job.request.bars} bpm={float(t.bpm):g} {t.beats_per_bar}/x "
+                f"sr={t.sample_rate} mode={s.mode} seed={s.seed} preset={s.preset}")
+        try:
+            progress(0.0)
+            done = self.renderer.render(job, s, progress)
+        except Cancelled:
+            self.send(job.reply_to, proto.error(proto.ErrorReply(job.id, "cancelled", "cancelled by request")))
+            log.info("%s: cancelled after %.2f s", head, time.monotonic() - t0)
+            return
+        except NoCapture as e:
+            self.send(job.reply_to, proto.error(proto.ErrorReply(job.id, "no_capture", str(e))))
+            log.info("%s: no capture (%s)", head, e)
+            return
+        self.send(job.reply_to, proto.build(proto.PREFIX + "progress", job.id, 1.0))
+        self.send(job.reply_to, proto.build(proto.PREFIX + "done", job.id, done.slot, done.frames,
+                                            done.sample_rate, done.channels, float(done.start_beat), done.path))
+        left = "" if done.bar_fraction_left is None else \
+            f" start_beat={done.start_beat:g} bar_left_at_publish={done.bar_fraction_left:.3f}"
+        log.info("%s: done slot=%d frames=%d in %.2f s%s -> %s", head, done.slot, done.frames,
+                 time.monotonic() - t0, left, done.path)
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.server.bridge.call_handlers_for_packet(self.request[0], self.client_address)  # type: ignore[attr-defined]
+
+
+class OSCServer(socketserver.UDPServer):
+    """A plain single-threaded UDP server: the handler never blocks, so one thread is enough.
+
+    Unlike python-osc's server it answers datagrams that do not look like OSC too
+    (``bad_argument``), and reads datagrams up to the UDP maximum.
+    """
+
+    max_packet_size = 65535
+    allow_reuse_address = False
+
+    def __init__(self, address: Address, bridge: Bridge) -> None:
+        self.bridge = bridge
+        super().__init__(address, _Handler)
+        bridge.sock = self.socket
+
+    def serve_in_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2},
+                                  name="bridge-osc", daemon=True)
+        thread.start()
+        return thread

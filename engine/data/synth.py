@@ -1,0 +1,468 @@
+"""Procedural loop corpus: composed multi-bar loops as MIDI, rendered to 32 kHz mono WAV.
+
+Every item is a loop of whole bars at an integer BPM with exact metadata (style, meter, key,
+chord progression, General MIDI instruments, density), a caption in audiocraft's format
+("boom-bap drums with upright bass and rhodes, C minor. bpm: 90. key: C minor.") and a JSON
+sidecar. Everything follows from the seed: item ``i`` of seed ``s`` is always the same loop.
+Rendering needs FluidSynth and a General MIDI soundfont (Debian: ``apt-get install fluidsynth
+fluid-soundfont-gm``).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+
+import mido
+
+TICKS_PER_BEAT = 480
+STEP = TICKS_PER_BEAT // 4  # one 16th note
+KEY_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
+ROMAN = ("I", "II", "III", "IV", "V", "VI", "VII")
+PROGRESSIONS = {  # scale degrees (0 = tonic), four chords
+    "major": ((0, 4, 5, 3), (0, 3, 4, 3), (1, 4, 0, 0), (0, 5, 3, 4), (0, 3, 0, 4), (5, 3, 0, 4)),
+    "minor": ((0, 5, 2, 6), (0, 3, 4, 0), (0, 6, 5, 6), (0, 3, 6, 2), (0, 0, 3, 4), (0, 5, 3, 4)),
+}
+# General MIDI drum notes
+KICK, STICK, SNARE, CLAP, CHAT, PHAT, OHAT, TOM_L, TOM_M, TOM_H, CRASH, RIDE, SHAKER = (
+    36, 37, 38, 39, 42, 44, 46, 45, 47, 50, 49, 51, 70)
+CHANNELS = {"drums": 9, "bass": 0, "comp": 1, "pad": 2, "lead": 3}
+
+# caption words -> General MIDI program (0-based); drum kits are bank-128 presets
+KITS = {"808 drums": 25, "electronic drums": 24, "acoustic drums": 0, "room drums": 8,
+        "rock drums": 16, "jazz drums": 32, "brushed drums": 40}
+BASSES = {"upright bass": 32, "electric bass": 33, "picked bass": 34, "fretless bass": 35,
+          "slap bass": 36, "synth bass": 38, "analog bass": 39}
+COMPS = {"piano": 0, "bright piano": 1, "rhodes": 4, "electric piano": 5, "clavinet": 7,
+         "vibraphone": 11, "marimba": 12, "organ": 16, "rock organ": 18, "nylon guitar": 24,
+         "acoustic guitar": 25, "jazz guitar": 26, "clean electric guitar": 27,
+         "overdriven guitar": 29, "distorted guitar": 30, "pizzicato strings": 45, "harp": 46,
+         "kalimba": 108, "steel drums": 114, "synth pluck": 84}
+PADS = {"strings": 48, "slow strings": 49, "synth strings": 50, "choir": 52, "new age pad": 88,
+        "warm pad": 89, "polysynth pad": 90, "choir pad": 91, "bowed pad": 92, "halo pad": 94,
+        "sweep pad": 95}
+LEADS = {"square lead": 80, "saw lead": 81, "flute": 73, "trumpet": 56, "saxophone": 65,
+         "violin": 40, "whistle": 78, "synth lead": 87}
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one genre plays: tempo range, meters, patterns per role and instrument choices."""
+
+    name: str
+    bpm: tuple[int, int]
+    meters: tuple[int, ...]        # beats per bar (quarter-note beats)
+    drums: str | None              # drum pattern name (None: no drums)
+    kits: tuple[str, ...]
+    bass: str
+    basses: tuple[str, ...]
+    comp: str
+    comps: tuple[str, ...]
+    pads: tuple[str, ...]
+    leads: tuple[str, ...]
+    swing: float = 0.5             # position of the off-16th within a 16th pair (0.5 = straight)
+    sevenths: bool = False
+    p_roles: tuple[float, float, float, float, float] = (1.0, 0.9, 0.7, 0.4, 0.3)  # drums bass comp pad lead
+
+
+STYLES = (
+    Style("house", (118, 128), (4,), "house", ("electronic drums", "808 drums"), "offbeat",
+          ("synth bass", "analog bass"), "stabs", ("organ", "electric piano", "piano"),
+          ("warm pad", "polysynth pad", "strings"), ("saw lead", "synth lead"), sevenths=True),
+    Style("techno", (125, 140), (4,), "techno", ("808 drums", "electronic drums"), "rumble",
+          ("analog bass", "synth bass"), "arp", ("synth pluck", "square lead"),
+          ("sweep pad", "halo pad"), ("saw lead",), p_roles=(1.0, 0.9, 0.6, 0.4, 0.2)),
+    Style("boom-bap", (84, 98), (4,), "boombap", ("acoustic drums", "room drums"), "syncopated",
+          ("upright bass", "electric bass"), "syncopated", ("rhodes", "piano", "vibraphone"),
+          ("strings",), ("saxophone", "flute", "trumpet"), swing=0.58, sevenths=True),
+    Style("trap", (130, 160), (4,), "trap", ("808 drums",), "follow_kick", ("synth bass",),
+          "arp", ("kalimba", "synth pluck", "piano"), ("choir pad", "halo pad", "strings"),
+          ("whistle", "synth lead"), p_roles=(1.0, 0.95, 0.6, 0.5, 0.3)),
+    Style("lofi hip-hop", (70, 90), (4,), "boombap", ("jazz drums", "brushed drums"),
+          "syncopated", ("upright bass", "fretless bass"), "sustain",
+          ("rhodes", "electric piano", "jazz guitar"), ("warm pad",), ("flute", "vibraphone"),
+          swing=0.6, sevenths=True),
+    Style("bossa nova", (110, 140), (4,), "bossa", ("brushed drums", "jazz drums"),
+          "root_fifth", ("upright bass",), "bossa", ("nylon guitar", "piano"), ("strings",),
+          ("flute", "saxophone"), sevenths=True, p_roles=(0.9, 0.9, 1.0, 0.3, 0.4)),
+    Style("rock", (100, 150), (4,), "rock", ("rock drums", "acoustic drums"), "eighths",
+          ("picked bass", "electric bass"), "power", ("distorted guitar", "overdriven guitar"),
+          ("rock organ",), ("violin", "saw lead"), p_roles=(1.0, 0.95, 0.95, 0.2, 0.2)),
+    Style("ambient", (60, 90), (4, 3), None, (), "whole", ("fretless bass", "synth bass"),
+          "arp", ("harp", "kalimba", "vibraphone", "piano"),
+          ("warm pad", "halo pad", "new age pad", "bowed pad", "slow strings"), ("flute", "violin"),
+          p_roles=(0.0, 0.5, 0.7, 1.0, 0.4)),
+    Style("drum and bass", (165, 180), (4,), "dnb", ("electronic drums", "acoustic drums"),
+          "whole", ("analog bass", "synth bass"), "sustain", ("electric piano", "rhodes"),
+          ("warm pad", "strings"), ("saw lead",), p_roles=(1.0, 0.9, 0.4, 0.6, 0.2)),
+    Style("funk", (95, 115), (4,), "funk", ("acoustic drums", "room drums"), "syncopated",
+          ("slap bass", "electric bass"), "syncopated", ("clavinet", "clean electric guitar"),
+          ("synth strings",), ("trumpet", "saxophone"), swing=0.54, sevenths=True),
+    Style("reggae", (70, 90), (4,), "onedrop", ("acoustic drums", "room drums"), "syncopated",
+          ("electric bass",), "skank", ("organ", "clean electric guitar"), ("strings",),
+          ("trumpet", "flute"), swing=0.56),
+    Style("jazz waltz", (100, 160), (3,), "waltz", ("jazz drums", "brushed drums"), "walking",
+          ("upright bass",), "broken", ("piano", "vibraphone", "jazz guitar"), ("strings",),
+          ("saxophone", "trumpet", "flute"), swing=0.62, sevenths=True),
+)
+STYLE_BY_NAME = {s.name: s for s in STYLES}
+
+
+@dataclass
+class LoopSpec:
+    """Everything that defines one loop; serialised as the item's JSON sidecar."""
+
+    index: int
+    seed: int
+    style: str
+    bpm: int
+    beats_per_bar: int
+    bars: int
+    tonic: str
+    mode: str
+    progression: list[str]
+    chords: list[list[int]]         # pitch classes of each chord slot
+    parts: dict[str, dict]          # role -> {"name": caption words, "program": GM program}
+    density: float
+    swing: float
+    description: str = ""
+    caption: str = ""
+    split: str = "train"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.tonic} {self.mode}"
+
+    @property
+    def duration_s(self) -> float:
+        return self.bars * self.beats_per_bar * 60.0 / self.bpm
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.update(key=self.key, duration_s=self.duration_s, meter=f"{self.beats_per_bar}/4")
+        return d
+
+
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def describe_parts(style: str, beats_per_bar: int, parts: dict[str, dict], density: float) -> str:
+    """The text part of a caption, e.g. "boom-bap drums with upright bass and rhodes"."""
+    head = style if beats_per_bar == 4 or style.endswith("waltz") else f"{style} in {beats_per_bar}/4"
+    if density < 0.35:
+        head = "minimal " + head
+    elif density > 0.8:
+        head = "busy " + head
+    names = [parts[r]["name"] for r in ("bass", "comp", "pad", "lead") if r in parts]
+    if "drums" in parts:
+        drum_word = parts["drums"]["name"].replace(" drums", "")
+        plain = drum_word in ("acoustic", "room") or drum_word in head
+        lead = f"{head} drums" if plain else f"{head} {drum_word} drums"
+        return f"{lead} with {_join(names)}" if names else f"{lead}, drums only"
+    return f"{head} {_join(names)}"
+
+
+def caption_for(description: str, bpm: int, key: str) -> str:
+    """audiocraft's caption format: "<description>, <key>. bpm: <bpm>. key: <key>."."""
+    return f"{description}, {key}. bpm: {bpm}. key: {key}."
+
+
+def sample_spec(seed: int, index: int, heldout_every: int = 50) -> LoopSpec:
+    """The spec of item ``index`` for corpus seed ``seed`` (pure function of both)."""
+    rng = random.Random(f"barforge-synth:{seed}:{index}")
+    style = rng.choice(STYLES)
+    bpm = rng.randint(*style.bpm)
+    bpb = rng.choice(style.meters)
+    bar_s = bpb * 60.0 / bpm
+    bars = 4 if 4 * bar_s <= 20.0 else 2
+    if bars * bar_s < 4.0:
+        bars = 8
+    mode = rng.choice(("major", "minor", "minor"))
+    tonic = rng.randrange(12)
+    degrees = list(rng.choice(PROGRESSIONS[mode]))
+    scale = SCALES[mode]
+    chords, names = [], []
+    for d in degrees:
+        n_tones = 4 if style.sevenths and rng.random() < 0.7 else 3
+        chords.append([(tonic + scale[(d + 2 * i) % 7]) % 12 for i in range(n_tones)])
+        third = (scale[(d + 2) % 7] - scale[d]) % 12
+        name = ROMAN[d] if third == 4 else ROMAN[d].lower()
+        seventh = (scale[(d + 6) % 7] - scale[d]) % 12
+        names.append(name + ("" if n_tones == 3 else "maj7" if seventh == 11 else "7"))
+    parts: dict[str, dict] = {}
+    pools = {"drums": style.kits, "bass": style.basses, "comp": style.comps,
+             "pad": style.pads, "lead": style.leads}
+    pitched = {**BASSES, **COMPS, **PADS, **LEADS}
+    for role, p in zip(("drums", "bass", "comp", "pad", "lead"), style.p_roles):
+        if pools[role] and rng.random() < p:
+            name = rng.choice(pools[role])
+            parts[role] = {"name": name, "program": KITS[name] if role == "drums" else pitched[name]}
+    if not parts or set(parts) == {"lead"}:
+        name = style.pads[0]
+        parts["pad"] = {"name": name, "program": PADS[name]}
+    density = round(rng.uniform(0.2, 1.0), 2)
+    spec = LoopSpec(index=index, seed=seed, style=style.name, bpm=bpm, beats_per_bar=bpb,
+                    bars=bars, tonic=KEY_NAMES[tonic], mode=mode, progression=names, chords=chords,
+                    parts=parts, density=density, swing=style.swing,
+                    split="valid" if index % heldout_every == heldout_every - 1 else "train")
+    spec.description = describe_parts(style.name, bpb, parts, density)
+    spec.caption = caption_for(spec.description, bpm, spec.key)
+    return spec
+
+
+# ---------------------------------------------------------------- composition
+
+Note = tuple[int, int, int, int]  # (start tick, duration ticks, pitch, velocity)
+
+
+def _tick(step: int, swing: float) -> int:
+    """16th-grid step -> tick, with the off-16th of each pair moved to ``swing``."""
+    pair, odd = divmod(step, 2)
+    return pair * 2 * STEP + (round(swing * 2 * STEP) if odd else 0)
+
+
+def _drum_bar(name: str, steps: int, density: float, rng: random.Random, bar: int,
+              last: bool) -> list[tuple[int, int, int]]:
+    """One bar of a drum pattern as (16th step, drum note, velocity)."""
+    hits: list[tuple[int, int, int]] = []
+    beats = range(0, steps, 4)
+    offs = range(2, steps, 4)
+
+    def maybe(p: float, step: int, note: int, vel: int) -> None:
+        if rng.random() < p:
+            hits.append((step, note, vel))
+
+    if name == "house":
+        hits += [(s, KICK, 112) for s in beats] + [(s, CLAP, 100) for s in (4, 12)]
+        hits += [(s, OHAT if density > 0.5 else CHAT, 90) for s in offs]
+        for s in range(1, steps, 2):
+            maybe(density * 0.8, s, CHAT, 55)
+    elif name == "techno":
+        hits += [(s, KICK, 118) for s in beats] + [(s, CHAT, 95 if s % 4 == 2 else 60) for s in range(steps)]
+        if density > 0.4:
+            hits += [(s, CLAP, 95) for s in (4, 12)]
+        for s in offs:
+            maybe(density * 0.5, s, RIDE, 70)
+    elif name in ("boombap", "dnb", "funk", "rock"):
+        kicks = {"boombap": (0, 7, 10), "dnb": (0, 10), "funk": (0, 3, 10), "rock": (0, 8)}[name]
+        hits += [(s, KICK, 110) for s in kicks] + [(s, SNARE, 108) for s in (4, 12)]
+        hat_steps = range(steps) if name == "funk" or density > 0.75 else range(0, steps, 2)
+        hits += [(s, CHAT, 80 if s % 4 == 0 else 62) for s in hat_steps]
+        for s in (2, 6, 9, 14, 15):
+            maybe(density * 0.35, s, SNARE, 40)     # ghost notes
+        maybe(density * 0.6, 14 if name != "dnb" else 6, KICK, 95)
+        if name == "rock" and bar == 0:
+            hits.append((0, CRASH, 100))
+    elif name == "trap":
+        hits += [(0, KICK, 120), (8, CLAP, 110), (8, SNARE, 90)]
+        for s in (3, 6, 10, 11, 14):
+            maybe(0.25 + density * 0.3, s, KICK, 105)
+        for s in range(0, steps, 2 if density < 0.4 else 1):
+            hits.append((s, CHAT, 85 if s % 4 == 0 else 60))
+        if rng.random() < density:                   # a hat roll: 32nds over one beat
+            start = rng.choice((12, 14))
+            hits += [(start + i / 2, CHAT, 50 + 8 * i) for i in range(4)]  # type: ignore[misc]
+        maybe(0.5, 14, OHAT, 80)
+    elif name == "bossa":
+        hits += [(s, KICK, 90) for s in (0, 6, 8, 14)]
+        hits += [(s, STICK, 85) for s in ((0, 6, 12) if bar % 2 == 0 else (4, 10))]
+        hits += [(s, CHAT if density < 0.6 else SHAKER, 70 if s % 2 == 0 else 50) for s in range(steps)]
+    elif name == "onedrop":
+        hits += [(8, KICK, 110), (8, STICK, 100)]
+        hits += [(s, CHAT, 75) for s in range(0, steps, 2)]
+        maybe(density, 14, OHAT, 70)
+    elif name == "waltz":
+        hits += [(0, KICK, 70), (4, PHAT, 70), (8, PHAT, 70)]
+        hits += [(s, RIDE, 85) for s in (0, 4, 8)] + [(s, RIDE, 65) for s in (7, 11)]
+        maybe(density * 0.5, 10, SNARE, 45)
+    if last and density > 0.55 and name not in ("waltz", "house", "techno"):
+        fill = [s for s in range(steps - 4, steps)]
+        hits = [h for h in hits if h[0] < steps - 4 or h[1] in (CHAT, RIDE)]
+        hits += [(s, (TOM_H, TOM_M, TOM_L, SNARE)[i % 4], 95) for i, s in enumerate(fill)]
+    return hits
+
+
+def _voicing(pcs: list[int], center: int) -> list[int]:
+    """Close voicing of pitch classes: the inversion whose mean pitch is nearest ``center``."""
+    best: list[int] = []
+    for inv in range(len(pcs)):
+        order = pcs[inv:] + pcs[:inv]
+        notes = [order[0] + 12 * ((center - 6 - order[0]) // 12 + 1)]
+        for pc in order[1:]:
+            notes.append(notes[-1] + (pc - notes[-1]) % 12)
+        if not best or abs(sum(notes) / len(notes) - center) < abs(sum(best) / len(best) - center):
+            best = notes
+    return best
+
+
+def _root(pc: int, low: int) -> int:
+    return low + (pc - low) % 12
+
+
+def _compose_part(role: str, spec: LoopSpec, rng: random.Random, kick_steps: list[list[int]]) -> list[Note]:
+    """All notes of one pitched part over the whole loop."""
+    style = STYLE_BY_NAME[spec.style]
+    steps = spec.beats_per_bar * 4
+    bar_t = steps * STEP
+    per_bar = max(1, len(spec.chords) // spec.bars)          # chord slots per bar
+    slot = steps // per_bar
+    density = spec.density
+    notes: list[Note] = []
+    motif = sorted(rng.sample(range(steps), k=max(2, round(steps * (0.15 + 0.3 * density)))))
+    if 0 not in motif:
+        motif[0] = 0
+    scale = [(KEY_NAMES.index(spec.tonic) + s) % 12 for s in SCALES[spec.mode]]
+    lead_pitch = _root(scale[0], 67)
+    for bar in range(spec.bars):
+        for k in range(per_bar):
+            chord = spec.chords[(bar * per_bar + k) % len(spec.chords)]
+            t0 = bar * bar_t + k * slot * STEP
+            at = lambda s: t0 + _tick(s, spec.swing)  # noqa: E731
+            in_slot = lambda ss: [s for s in ss if s < slot]  # noqa: E731
+            if role == "pad":
+                notes += [(t0, slot * STEP, p, 62) for p in _voicing(chord, 62)]
+            elif role == "bass":
+                r = _root(chord[0], 33)
+                fifth = _root(chord[min(2, len(chord) - 1)], r)
+                kind = style.bass
+                if kind == "whole":
+                    notes.append((t0, slot * STEP, r, 100))
+                elif kind == "offbeat":
+                    notes += [(at(s), STEP * 2 - 20, r, 105) for s in in_slot(range(2, steps, 4))]
+                elif kind in ("eighths", "rumble"):
+                    grid = range(0, slot, 2) if kind == "eighths" else [s for s in range(slot) if s % 4]
+                    notes += [(at(s), STEP - 10 if kind == "rumble" else 2 * STEP - 20,
+                               r + (12 if kind == "rumble" and s % 8 == 6 else 0), 100) for s in grid]
+                elif kind == "root_fifth":
+                    notes += [(at(0), 5 * STEP, r, 100), (at(6), 2 * STEP, fifth, 90)]
+                    if slot > 8:
+                        notes += [(at(8), 5 * STEP, fifth, 95), (at(14), 2 * STEP, r, 90)]
+                elif kind == "walking":
+                    tones = [r, _root(chord[1], r), fifth, fifth + 2 if fifth + 2 < r + 12 else r + 10]
+                    notes += [(at(s), 4 * STEP - 30, tones[i % 4], 95) for i, s in enumerate(range(0, slot, 4))]
+                elif kind == "follow_kick":
+                    ks = [s for s in kick_steps[bar % len(kick_steps)] if s < slot] or [0]
+                    ends = ks[1:] + [slot]
+                    notes += [(at(s), (e - s) * STEP - 10, r, 110) for s, e in zip(ks, ends)]
+                else:  # syncopated motif
+                    for i, s in enumerate(in_slot(motif)):
+                        nxt = ([m for m in motif if m > s] + [slot])[0]
+                        notes.append((at(s), max(1, min(nxt, slot) - s) * STEP - 15,
+                                      (r, r + 12, fifth, r)[i % 4], 100))
+            elif role == "comp":
+                voic = _voicing(chord, 64 if "guitar" not in spec.parts[role]["name"] else 57)
+                kind = style.comp
+                if kind == "sustain":
+                    notes += [(t0, slot * STEP, p, 80) for p in voic]
+                elif kind in ("stabs", "skank"):
+                    for s in in_slot(range(2, steps, 4)):
+                        notes += [(at(s), STEP, p, 90) for p in voic]
+                elif kind == "power":
+                    r = _root(chord[0], 40)
+                    for s in range(0, slot, 2):
+                        notes += [(at(s), 2 * STEP - 15, p, 100) for p in (r, r + 7, r + 12)]
+                elif kind == "arp":
+                    rate = 1 if density > 0.7 else 2
+                    seq = voic + [voic[0] + 12] if rng.random() < 0.5 or bar == 0 else voic[::-1]
+                    for i, s in enumerate(range(0, slot, rate)):
+                        notes.append((at(s), rate * STEP, seq[i % len(seq)], 85))
+                elif kind == "bossa":
+                    notes.append((at(0), 4 * STEP, _root(chord[0], 40), 85))
+                    for s in in_slot((3, 6, 10, 13)):
+                        notes += [(at(s), 2 * STEP, p, 75) for p in voic]
+                elif kind == "broken":
+                    notes.append((at(0), 4 * STEP, _root(chord[0], 45), 90))
+                    for s in in_slot((4, 8)):
+                        notes += [(at(s), 3 * STEP, p, 70) for p in voic]
+                else:  # syncopated chord hits on the motif
+                    for s in in_slot(motif):
+                        notes += [(at(s), 2 * STEP, p, 85) for p in voic]
+            elif role == "lead":
+                for s in in_slot(motif):
+                    if s % 8 == 0:     # strong position: nearest chord tone
+                        lead_pitch = min((_root(pc, lead_pitch - 6) for pc in chord), key=lambda p: abs(p - lead_pitch))
+                    else:              # stepwise walk in the scale
+                        cands = [p for p in range(lead_pitch - 4, lead_pitch + 5) if p % 12 in scale and p != lead_pitch]
+                        lead_pitch = rng.choice(cands)
+                    lead_pitch = min(max(lead_pitch, 62), 86)
+                    nxt = ([m for m in motif if m > s] + [slot])[0]
+                    notes.append((at(s), max(1, min(nxt, slot) - s) * STEP - 20, lead_pitch, 95))
+    return notes
+
+
+def compose(spec: LoopSpec) -> mido.MidiFile:
+    """The loop as a type-1 MIDI file: exactly ``spec.bars`` bars at ``spec.bpm``."""
+    rng = random.Random(f"barforge-compose:{spec.seed}:{spec.index}")
+    steps = spec.beats_per_bar * 4
+    end = spec.bars * steps * STEP
+    meta = mido.MidiTrack([
+        mido.MetaMessage("track_name", name=spec.caption, time=0),
+        mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(spec.bpm), time=0),
+        mido.MetaMessage("time_signature", numerator=spec.beats_per_bar, denominator=4, time=0),
+        mido.MetaMessage("key_signature", key=spec.tonic + ("m" if spec.mode == "minor" else ""), time=0),
+    ])
+    tracks = {}
+    kick_steps: list[list[int]] = [[0]]
+    style = STYLE_BY_NAME[spec.style]
+    if "drums" in spec.parts and style.drums:
+        drum_notes: list[Note] = []
+        kick_steps = []
+        for bar in range(spec.bars):
+            hits = _drum_bar(style.drums, steps, spec.density, rng, bar, bar == spec.bars - 1)
+            kick_steps.append(sorted({int(s) for s, n, _ in hits if n == KICK}))
+            for s, n, v in hits:
+                t = bar * steps * STEP + (round(s * STEP) if s != int(s) else _tick(int(s), spec.swing))
+                drum_notes.append((t, STEP // 2, n, v))
+        tracks["drums"] = drum_notes
+    for role in ("bass", "comp", "pad", "lead"):
+        if role in spec.parts:
+            tracks[role] = _compose_part(role, spec, rng, kick_steps)
+    mid = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
+    meta.append(mido.MetaMessage("end_of_track", time=end))
+    mid.tracks.append(meta)
+    for role, notes in tracks.items():
+        ch = CHANNELS[role]
+        events: list[tuple[int, int, mido.Message]] = []
+        for t, dur, pitch, vel in notes:
+            if t >= end:
+                continue
+            vel = max(1, min(127, vel + rng.randint(-8, 8)))
+            events.append((t, 1, mido.Message("note_on", channel=ch, note=pitch, velocity=vel)))
+            events.append((min(t + max(dur, 10), end), 0, mido.Message("note_off", channel=ch, note=pitch, velocity=0)))
+        events.sort(key=lambda e: (e[0], e[1]))   # note-offs before note-ons at the same tick
+        track = mido.MidiTrack([mido.MetaMessage("track_name", name=role, time=0),
+                                mido.Message("program_change", channel=ch, program=spec.parts[role]["program"], time=0)])
+        now = 0
+        for t, _, msg in events:
+            track.append(msg.copy(time=t - now))
+            now = t
+        track.append(mido.MetaMessage("end_of_track", time=end - now))
+        mid.tracks.append(track)
+    return mid
+
+
+def midi_length_ticks(mid: mido.MidiFile) -> int:
+    """The tick of the last end-of-track over all tracks."""
+    return max(sum(m.time for m in tr) for tr in mid.tracks)
+
+
+def repeat_midi(mid: mido.MidiFile, times: int) -> mido.MidiFile:
+    """The same loop played ``times`` times in a row (for rendering with tails that wrap)."""
+    length = midi_length_ticks(mid)
+    out = mido.MidiFile(type=1, ticks_per_beat=mid.ticks_per_beat)
+    for tr in mid.tracks:
+        head = [m for m in tr if m.is_meta and m.type != "end_of_track" or m.type == "program_change"]
+        body = [m for m in tr if not (m.is_meta or m.type == "program_change")]
+        new = mido.MidiTrack([m.copy(time=0) for m in head])
+        now = 0
+        for r in range(times):
+            t = r * length
+            for m in body:
+                t += m.time
+                new.append(m.copy(time=t - now))
+                now = t
+        new.append(mido.MetaMessage("end_of_track", time=times * length - now))
+        out.tracks.append(new)
+    return out

@@ -1,0 +1,180 @@
+"""The MusicGen / MAGNeT language model over codec tokens (audiocraft ``LMModel`` layout).
+
+Input: K parallel token streams [B, K, S]; each codebook has its own embedding table of
+``card + 1`` rows (row ``card`` is the special / mask token) and the embeddings are summed.
+A pre-norm transformer (engine/modules/transformer.py) with sinusoidal positions runs over the
+sum, cross-attending to the projected text condition; ``out_norm`` then K heads ``linears``
+give per-codebook logits. Melody models have no cross-attention: their condition (projected
+chroma then projected text) is prepended as ``prefix`` embeddings.
+
+Shape letters: B batch, K codebooks, S steps, D dim, L condition length, P prefix length,
+C condition width.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from engine.modules.transformer import CrossKV, KVCache, StreamingTransformer
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """LM hyperparameters. ``cond_dim`` is the text encoder's width (0: no cross-attention).
+
+    ``prefix_text_dim`` / ``chroma_bins`` are non-zero only for melody models, whose text
+    hidden states and chroma are projected and prepended instead of cross-attended.
+    """
+
+    n_q: int = 4
+    card: int = 2048
+    dim: int = 1024
+    num_heads: int = 16
+    num_layers: int = 24
+    hidden_scale: int = 4
+    cond_dim: int = 768
+    causal: bool = True
+    max_period: float = 10000.0
+    norm_eps: float = 1e-5
+    prefix_text_dim: int = 0
+    chroma_bins: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_q", "card", "dim", "num_heads", "num_layers", "hidden_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"LMConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("cond_dim", "prefix_text_dim", "chroma_bins"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"LMConfig.{name} must be an integer >= 0, got {value!r}")
+        if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
+            raise ValueError(f"LMConfig.dim {self.dim} must split into {self.num_heads} heads "
+                             "of an even size")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LMConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"LMConfig: unknown keys {unknown}; expected a subset of {sorted(known)}")
+        return cls(**data)
+
+
+def debug_lm_config() -> LMConfig:
+    """A tiny LM (~0.1 M parameters) for tests and the ``debug`` model."""
+    return LMConfig(n_q=4, card=64, dim=32, num_heads=2, num_layers=2, cond_dim=32)
+
+
+def musicgen_small_config() -> LMConfig:
+    """facebook/musicgen-small: 1024 x 24 layers x 16 heads, T5-base text (768)."""
+    return LMConfig()
+
+
+class LMModel(nn.Module):
+    """Transformer LM over K codebooks (audiocraft names: ``emb``, ``transformer``, ``out_norm``,
+    ``linears``; ``cond_proj`` is audiocraft's ``output_proj`` / HF's ``enc_to_dec_proj``)."""
+
+    def __init__(self, cfg: LMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_q = cfg.n_q
+        self.card = cfg.card
+        self.special_token_id = cfg.card
+        self.emb = nn.ModuleList(nn.Embedding(cfg.card + 1, cfg.dim) for _ in range(cfg.n_q))
+        self.transformer = StreamingTransformer(
+            cfg.dim, cfg.num_heads, cfg.num_layers, cfg.hidden_scale * cfg.dim,
+            cross_attention=cfg.cond_dim > 0, max_period=cfg.max_period, eps=cfg.norm_eps)
+        self.out_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.linears = nn.ModuleList(nn.Linear(cfg.dim, cfg.card, bias=False)
+                                     for _ in range(cfg.n_q))
+        self.cond_proj = nn.Linear(cfg.cond_dim, cfg.dim) if cfg.cond_dim else None
+        self.prefix_text_proj = nn.Linear(cfg.prefix_text_dim, cfg.dim) if cfg.prefix_text_dim else None
+        self.chroma_proj = nn.Linear(cfg.chroma_bins, cfg.dim) if cfg.chroma_bins else None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.out_norm.weight.dtype
+
+    def project_condition(self, cross: torch.Tensor, cross_mask: torch.Tensor) -> torch.Tensor:
+        """Text hidden states [B, L, C] -> [B, L, D], zeroed where ``cross_mask`` [B, L] is 0."""
+        if self.cond_proj is None:
+            raise ValueError("this LM has no cross-attention (cond_dim 0): its condition is a prefix")
+        if cross.dim() != 3 or cross.shape[-1] != self.cfg.cond_dim:
+            raise ValueError(f"cross must be [B, L, {self.cfg.cond_dim}], got {tuple(cross.shape)}")
+        if cross_mask.shape != cross.shape[:2]:
+            raise ValueError(f"cross_mask must be {tuple(cross.shape[:2])}, got {tuple(cross_mask.shape)}")
+        emb = self.cond_proj(cross.to(self.dtype))  # [B, L, D]
+        return emb * cross_mask.to(emb.dtype)[..., None]
+
+    def project_prefix(self, text: torch.Tensor | None, text_mask: torch.Tensor | None,
+                       chroma: torch.Tensor | None) -> torch.Tensor:
+        """Melody models' prefix [B, P, D] = cat[chroma_proj(chroma), prefix_text_proj(text) * mask].
+
+        ``chroma`` [B, T_c, chroma_bins] (already padded / cut by the chroma conditioner),
+        ``text`` [B, L, C] with ``text_mask`` [B, L]. Either may be None.
+        """
+        parts = []
+        if chroma is not None:
+            if self.chroma_proj is None:
+                raise ValueError("this LM takes no chroma (chroma_bins 0)")
+            parts.append(self.chroma_proj(chroma.to(self.dtype)))  # [B, T_c, D]
+        if text is not None:
+            if self.prefix_text_proj is None:
+                raise ValueError("this LM takes no prepended text (prefix_text_dim 0)")
+            emb = self.prefix_text_proj(text.to(self.dtype))  # [B, L, D]
+            if text_mask is not None:
+                emb = emb * text_mask.to(emb.dtype)[..., None]
+            parts.append(emb)
+        if not parts:
+            raise ValueError("project_prefix needs text or chroma")
+        return torch.cat(parts, dim=1)  # [B, P, D]
+
+    def cross_kv(self, cond_emb: torch.Tensor) -> CrossKV:
+        """Cross-attention keys/values of every layer for a projected condition [B, L, D]."""
+        return self.transformer.cross_kv(cond_emb.to(self.dtype))
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Sum of the K codebook embeddings: tokens [B, K, S] -> [B, S, D]."""
+        if tokens.dim() != 3 or tokens.shape[1] != self.n_q:
+            raise ValueError(f"tokens must be [B, {self.n_q}, S], got {tuple(tokens.shape)}")
+        x = self.emb[0](tokens[:, 0])
+        for k in range(1, self.n_q):
+            x = x + self.emb[k](tokens[:, k])
+        return x
+
+    def forward(self, tokens: torch.Tensor, cross_kv: CrossKV | None = None,
+                cache: KVCache | None = None, prefix: torch.Tensor | None = None,
+                band: int | None = None, causal: bool | None = None,
+                codebook: int | None = None) -> torch.Tensor:
+        """Logits (float32) for ``tokens`` [B, K, S]: [B, K, S, card], or [B, S, card] for one
+        ``codebook``.
+
+        ``cache``: causal decoding after what it holds (advanced by P + S). ``prefix`` [B, P, D]:
+        embeddings placed before the tokens (positions 0..P-1); their logits are dropped.
+        ``band``: self-attention limited to |i - j| <= band. ``causal``: None = the config's.
+        """
+        causal = self.cfg.causal if causal is None else causal
+        x = self.embed(tokens)  # [B, S, D]
+        steps = x.shape[1]
+        if prefix is not None:
+            if prefix.dim() != 3 or prefix.shape[0] != x.shape[0] or prefix.shape[2] != x.shape[2]:
+                raise ValueError(f"prefix must be [{x.shape[0]}, P, {x.shape[2]}], "
+                                 f"got {tuple(prefix.shape)}")
+            x = torch.cat([prefix.to(x.dtype), x], dim=1)  # [B, P + S, D]
+        x = self.transformer(x, cross_kv, cache, causal=causal, band=band)
+        x = self.out_norm(x[:, x.shape[1] - steps:])  # [B, S, D]
+        if codebook is not None:
+            if not 0 <= codebook < self.n_q:
+                raise ValueError(f"codebook must be in [0, {self.n_q}), got {codebook!r}")
+            return self.linears[codebook](x).float()  # [B, S, card]
+        return torch.stack([head(x) for head in self.linears], dim=1).float()  # [B, K, S, card]

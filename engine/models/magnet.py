@@ -1,0 +1,221 @@
+"""``MAGNeT``: MusicGen's API with masked decoding, plus hybrid and AR modes over an AR LM.
+
+Modes (``set_generation_params(mode=...)``): ``"magnet"`` (engine/decoding/magnet.py on the
+non-causal LM), ``"hybrid"`` (an AR prefix by the AR LM, then MAGNeT; engine/decoding/hybrid.py)
+and ``"ar"`` (the AR LM alone, exactly as MusicGen decodes). The last two need an AR LM: the
+checkpoint's own (``ar_lm``) or one given to ``get_pretrained(path, ar_model=...)``; it must use
+the same codec and text encoder. Everything else (text conditioning, continuation, audio
+decoding, progress, cancellation) is MusicGen's.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from engine.backends.base import StepBackend
+from engine.decoding.ar import ProgressCallback, generate_ar
+from engine.decoding.hybrid import default_prefix_seconds, generate_hybrid
+from engine.decoding.magnet import DEFAULT_ATTN_BAND, ARRescorer, generate_magnet
+from engine.decoding.magnet_params import MagnetParams
+from engine.decoding.params import ARParams
+from engine.models.musicgen import MusicGen, TextEncoder, _Progress
+
+MODES = ("magnet", "hybrid", "ar")
+DEFAULT_AR_MAX_DURATION = 30.0
+
+
+class MAGNeT(MusicGen):
+    """Text to music with MAGNeT's masked decoding; ``max_duration`` is the segment length."""
+
+    def __init__(self, name: str, compression_model: Any, lm: torch.nn.Module | None,
+                 text_encoder: TextEncoder | None, max_duration: float = 10.0,
+                 backend: StepBackend | None = None,
+                 generation_defaults: dict[str, Any] | None = None, *,
+                 ar_lm: torch.nn.Module | None = None, ar_backend: StepBackend | None = None,
+                 ar_max_duration: float = DEFAULT_AR_MAX_DURATION,
+                 attn_band: int | None = DEFAULT_ATTN_BAND) -> None:
+        """``attn_band``: restricted context of codebooks >= 1 in frames (audiocraft's
+        ``subcodes_context``; None = unrestricted). ``ar_lm`` / ``ar_backend``: the optional AR
+        LM of the hybrid and AR modes, whose window is ``ar_max_duration`` seconds."""
+        if attn_band is not None and (isinstance(attn_band, bool) or not isinstance(attn_band, int)
+                                      or attn_band < 0):
+            raise ValueError(f"attn_band must be None or an integer >= 0, got {attn_band!r}")
+        self.attn_band = attn_band
+        self.ar_lm: torch.nn.Module | None = None
+        self.ar_backend: StepBackend | None = None
+        self.ar_max_duration = float(ar_max_duration)
+        if ar_lm is not None or ar_backend is not None:
+            self._set_ar(ar_lm, ar_backend, ar_max_duration, compression_model, lm)
+        super().__init__(name, compression_model, lm, text_encoder, max_duration, backend,
+                         generation_defaults)
+
+    # ------------------------------------------------------------------ construction
+
+    @staticmethod
+    def get_pretrained(name_or_path: str, ar_model: "str | MusicGen | None" = None) -> "MAGNeT":
+        """``debug`` (tiny random MAGNeT with an AR LM) or a local checkpoint directory
+        (audiocraft ``state_dict.bin`` + xp.cfg, or the native format). ``ar_model``: a MusicGen
+        (or its name / path) whose LM serves the hybrid and AR modes."""
+        if name_or_path == "debug":
+            model = debug_magnet()
+        else:
+            from engine.models.pretrained import load_model
+            model = load_model(name_or_path)
+            if not isinstance(model, MAGNeT):
+                raise ValueError(f"{name_or_path} is a {type(model).__name__} checkpoint, "
+                                 "not MAGNeT")
+        if ar_model is not None:
+            ar = MusicGen.get_pretrained(ar_model) if isinstance(ar_model, str) else ar_model
+            if isinstance(ar, MAGNeT) or not isinstance(ar, MusicGen):
+                raise ValueError(f"ar_model must be a MusicGen model or its name/path, "
+                                 f"got {type(ar).__name__}")
+            if ar.is_melody:
+                raise ValueError("ar_model must be a text-conditioned MusicGen, not a melody model")
+            model._set_ar(ar.lm, ar.backend, ar.max_duration, model.compression_model, model.lm)
+        return model
+
+    def _set_ar(self, ar_lm: torch.nn.Module | None, ar_backend: StepBackend | None,
+                ar_max_duration: float, codec: Any, lm: torch.nn.Module | None) -> None:
+        if ar_backend is None:
+            from engine.backends.torch_backend import TorchBackend
+            ar_backend = TorchBackend(ar_lm)
+        if (ar_backend.n_q, ar_backend.card) != (codec.num_codebooks, codec.cardinality):
+            raise ValueError(f"the AR LM ({ar_backend.n_q} codebooks x {ar_backend.card}) does "
+                             f"not match the codec ({codec.num_codebooks} x {codec.cardinality})")
+        if ar_lm is not None and lm is not None and ar_lm.cfg.cond_dim != lm.cfg.cond_dim:
+            raise ValueError(f"the AR LM reads text of width {ar_lm.cfg.cond_dim}, the MAGNeT LM "
+                             f"{lm.cfg.cond_dim}: they need the same text encoder")
+        self.ar_lm, self.ar_backend = ar_lm, ar_backend
+        self.ar_max_duration = float(ar_max_duration)
+
+    @property
+    def supported_modes(self) -> tuple[str, ...]:  # type: ignore[override]
+        return MODES if self.ar_backend is not None else ("magnet",)
+
+    # ------------------------------------------------------------------ parameters
+
+    def set_generation_params(self, duration: float | None = None,
+                              decoding_steps: Sequence[int] = (20, 10, 10, 10),
+                              span_arrangement: str = "nonoverlap",
+                              max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0,
+                              temperature: float = 3.0, top_p: float = 0.9, top_k: int = 0,
+                              use_sampling: bool = True, seed: int | None = None,
+                              mode: str = "magnet", bpm: float | None = None,
+                              span_scoring: str | None = None, span_len: int = 3,
+                              rescore_weight: float = 0.0, hybrid_prefix_s: float | None = None,
+                              ar_temperature: float = 1.0, ar_top_k: int = 250,
+                              ar_top_p: float = 0.0, ar_cfg_coef: float = 3.0,
+                              extend_stride: float = 18.0) -> None:
+        """Set how the next ``generate*`` calls decode (audiocraft's MAGNeT names and defaults).
+
+        ``duration``: seconds in all (default: the model's segment; at most the segment for the
+        magnet and hybrid modes). ``mode``: one of ``supported_modes``. ``bpm``: the session
+        tempo; the hybrid AR prefix is one bar at it (``hybrid_prefix_s`` overrides; 1.5 s
+        without either). ``ar_*``: how the AR LM samples in the hybrid and AR modes.
+        ``rescore_weight`` > 0 rescoring needs the AR LM. ValueError names a bad parameter.
+        """
+        if mode not in self.supported_modes:
+            raise ValueError(f"mode {mode!r} is not supported by {self.name}; supported: "
+                             f"{', '.join(self.supported_modes)} (hybrid and ar need an AR LM: "
+                             "get_pretrained(path, ar_model=...))")
+        duration = self.max_duration if duration is None else duration
+        if mode != "ar" and isinstance(duration, (int, float)) and duration > self.max_duration:
+            raise ValueError(f"duration {duration} s is longer than the MAGNeT segment "
+                             f"({self.max_duration} s)")
+        if rescore_weight and self.ar_backend is None:
+            raise ValueError("rescore_weight > 0 needs an AR LM: get_pretrained(path, ar_model=...)")
+        if len(tuple(decoding_steps)) != self.backend.n_q:
+            raise ValueError(f"decoding_steps needs {self.backend.n_q} entries (one per codebook), "
+                             f"got {list(decoding_steps)!r}")
+        prefix_s = default_prefix_seconds(bpm) if hybrid_prefix_s is None else hybrid_prefix_s
+        if isinstance(prefix_s, bool) or not isinstance(prefix_s, (int, float)) or prefix_s <= 0 \
+                or (mode == "hybrid" and not prefix_s < duration):
+            raise ValueError(f"hybrid_prefix_s must be in (0, duration={duration}), got {prefix_s!r}")
+        magnet = MagnetParams(duration=duration, decoding_steps=tuple(decoding_steps),
+                              span_len=span_len, span_arrangement=span_arrangement,
+                              span_scoring=span_scoring, max_cfg_coef=max_cfg_coef,
+                              min_cfg_coef=min_cfg_coef, temperature=temperature, top_p=top_p,
+                              top_k=top_k, use_sampling=use_sampling,
+                              rescore_weight=rescore_weight, seed=seed)
+        ar = ARParams(duration=duration, temperature=ar_temperature, top_k=ar_top_k,
+                      top_p=ar_top_p, cfg_coef=ar_cfg_coef, use_sampling=use_sampling,
+                      extend_stride=extend_stride, seed=seed)
+        self.mode, self.magnet_params, self.ar_params = mode, magnet, ar
+        self.hybrid_prefix_s = float(prefix_s)
+        self.generation_params = ar if mode == "ar" else magnet
+
+    # ------------------------------------------------------------------ decoding
+
+    def _generate_tokens(self, descriptions: list[str | None], prompt: torch.Tensor | None,
+                         melodies: list[torch.Tensor | None] | None, progress: bool,
+                         progress_callback: ProgressCallback | None) -> torch.Tensor:
+        """Codes [B, K, T] of the current mode; the prompt's frames first, unchanged."""
+        B = len(descriptions)
+        total = int(self.magnet_params.duration * self.frame_rate)
+        conditioned = any(descriptions)
+        text = self._text(descriptions)
+        bar = _Progress(progress, progress_callback)
+        try:
+            if self.mode == "ar":
+                return self._generate_ar(text, B, conditioned, prompt, bar)
+            # audiocraft guides whenever there is a condition; 1 -> 1 annealing is no guidance
+            p = self.magnet_params
+            cfg = conditioned and not p.max_cfg_coef == p.min_cfg_coef == 1.0
+            rows = self._condition_rows(text, None, cfg)
+            rescorer = None
+            if p.rescore_weight > 0.0:
+                assert self.ar_backend is not None
+                rescorer = ARRescorer(self.ar_backend, rows, batch=B, cfg=cfg,
+                                      cfg_coef=self.ar_params.cfg_coef)
+            if self.mode == "magnet":
+                return generate_magnet(self.backend, rows, p, batch=B, cfg=cfg, n_frames=total,
+                                       attn_band=self.attn_band, prompt=prompt,
+                                       rescorer=rescorer, progress_callback=bar)
+            assert self.ar_backend is not None
+            return generate_hybrid(
+                self.ar_backend, self.backend, rows, self.ar_params, p, batch=B, cfg=cfg,
+                n_frames=total, prefix_frames=self.hybrid_prefix_frames,
+                ar_window_frames=int(self.ar_max_duration * self.frame_rate),
+                ar_stride_frames=int(self.ar_params.extend_stride * self.frame_rate),
+                attn_band=self.attn_band, prompt=prompt, rescorer=rescorer,
+                progress_callback=bar)
+        finally:
+            bar.close()
+
+    @property
+    def hybrid_prefix_frames(self) -> int:
+        """Frames the hybrid mode decodes autoregressively (at least one)."""
+        return max(1, round(self.hybrid_prefix_s * self.frame_rate))
+
+    def _generate_ar(self, text: tuple[torch.Tensor, torch.Tensor] | None, batch: int,
+                     conditioned: bool, prompt: torch.Tensor | None,
+                     bar: ProgressCallback) -> torch.Tensor:
+        """The AR LM alone, decided exactly as MusicGen decides (CFG rule, windows)."""
+        assert self.ar_backend is not None
+        p = self.ar_params
+        cfg = p.cfg_coef != 1.0 and conditioned
+        rows = self._condition_rows(text, None, cfg)
+        return generate_ar(self.ar_backend, lambda offset: rows, p, batch=batch, cfg=cfg,
+                           total_frames=int(p.duration * self.frame_rate),
+                           window_frames=int(self.ar_max_duration * self.frame_rate),
+                           stride_frames=int(p.extend_stride * self.frame_rate), prompt=prompt,
+                           progress_callback=bar)
+
+
+def debug_magnet(seed: int = 0) -> MAGNeT:
+    """A tiny random MAGNeT (non-causal LM, 10-s segment) shipping a tiny AR LM: every mode
+    runs in seconds. Seeded, so two calls give the same weights."""
+    from dataclasses import replace
+
+    from engine.conditioners.text import debug_text_encoder
+    from engine.models.encodec import EncodecModel, debug_codec_config
+    from engine.models.lm import LMModel, debug_lm_config
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        codec = EncodecModel(debug_codec_config()).eval()
+        lm = LMModel(replace(debug_lm_config(), causal=False)).eval()
+        ar_lm = LMModel(debug_lm_config()).eval()
+    text = debug_text_encoder(seed=seed, dim=debug_lm_config().cond_dim)
+    return MAGNeT("debug-magnet", codec, lm, text, max_duration=10.0, ar_lm=ar_lm)

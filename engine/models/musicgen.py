@@ -1,0 +1,349 @@
+"""``MusicGen``: the audiocraft-style Python API over a codec, a text encoder and a step backend.
+
+``generate`` / ``generate_continuation`` / ``generate_with_chroma`` / ``generate_unconditional``
+take and return what audiocraft's do (audio [B, C, N] at ``sample_rate``; codes [B, K, T] with
+``return_tokens``); decoding is the AR loop of engine/decoding/ar.py on a ``StepBackend``
+(``TorchBackend`` over ``lm`` unless another backend is given).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import soxr
+import torch
+
+from engine.backends.base import ConditionTensors, StepBackend
+from engine.conditioners.chroma import ChromaExtractor, melody_chroma, null_chroma
+from engine.decoding.ar import ProgressCallback, generate_ar
+from engine.decoding.params import ARParams
+
+MelodyType = torch.Tensor | Sequence[torch.Tensor | None]
+
+
+class TextEncoder(Protocol):
+    """Frozen text encoder: texts -> (hidden [B, L, C], mask [B, L])."""
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def convert_audio(wav: torch.Tensor, from_rate: int, to_rate: int, channels: int) -> torch.Tensor:
+    """wav [B, C, N] -> [B, channels, N'] at ``to_rate`` (soxr; mono by mean, stereo by copy)."""
+    if wav.dim() != 3:
+        raise ValueError(f"audio must be [B, C, N], got {list(wav.shape)}")
+    if not isinstance(from_rate, int) or from_rate < 1:
+        raise ValueError(f"sample rate must be a positive integer, got {from_rate!r}")
+    if wav.shape[1] == channels:
+        pass
+    elif channels == 1:
+        wav = wav.mean(dim=1, keepdim=True)
+    elif wav.shape[1] == 1:
+        wav = wav.expand(-1, channels, -1)
+    else:
+        raise ValueError(f"cannot convert {wav.shape[1]} audio channels to {channels}")
+    wav = wav.float().cpu()
+    if from_rate == to_rate:
+        return wav.contiguous()
+    rows = [soxr.resample(np.ascontiguousarray(x.numpy().T), from_rate, to_rate) for x in wav]
+    return torch.from_numpy(np.stack([r.reshape(r.shape[0], -1).T for r in rows]))
+
+
+class _Progress:
+    """Chains the user's callback and, with ``show``, a tqdm bar (callback exceptions propagate)."""
+
+    def __init__(self, show: bool, callback: ProgressCallback | None) -> None:
+        self.show, self.callback, self.bar = show, callback, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.show:
+            if self.bar is None:
+                from tqdm import tqdm
+                self.bar = tqdm(total=total, unit="step", desc="generating", leave=False)
+            self.bar.update(done - self.bar.n)
+        if self.callback is not None:
+            self.callback(done, total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class MusicGen:
+    """Text (and melody / audio prompt) to music with the AR delay-pattern decoder."""
+
+    supported_modes: tuple[str, ...] = ("ar",)
+
+    def __init__(self, name: str, compression_model: Any, lm: torch.nn.Module | None,
+                 text_encoder: TextEncoder | None, max_duration: float = 30.0,
+                 backend: StepBackend | None = None,
+                 generation_defaults: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.compression_model = compression_model
+        self.lm = lm
+        self.text_encoder = text_encoder
+        self._max_duration = float(max_duration)
+        if backend is None:
+            if lm is None:
+                raise ValueError("MusicGen needs an lm or a backend")
+            from engine.backends.torch_backend import TorchBackend
+            backend = TorchBackend(lm)
+        self.backend = backend
+        if backend.n_q != compression_model.num_codebooks:
+            raise ValueError(f"the LM has {backend.n_q} codebooks, the codec "
+                             f"{compression_model.num_codebooks}")
+        if backend.card != compression_model.cardinality:
+            raise ValueError(f"the LM's codebook size {backend.card} != the codec's "
+                             f"{compression_model.cardinality}")
+        self._chroma = ChromaExtractor(self.sample_rate)
+        self.set_generation_params(**(generation_defaults or {}))
+
+    # ------------------------------------------------------------------ properties
+
+    @staticmethod
+    def get_pretrained(name_or_path: str) -> "MusicGen":
+        """``debug``, ``default``, or a local checkpoint directory (see engine/models/pretrained.py)."""
+        from engine.models.pretrained import load_model
+        model = load_model(name_or_path)
+        if not isinstance(model, MusicGen):
+            raise ValueError(f"{name_or_path} is a {type(model).__name__} checkpoint, not MusicGen")
+        return model
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.compression_model.sample_rate)
+
+    @property
+    def frame_rate(self) -> float:
+        return float(self.compression_model.frame_rate)
+
+    @property
+    def audio_channels(self) -> int:
+        return int(self.compression_model.channels)
+
+    @property
+    def max_duration(self) -> float:
+        return self._max_duration
+
+    @property
+    def is_melody(self) -> bool:
+        """Whether the LM takes chroma (MusicGen-Melody)."""
+        return self.lm is not None and getattr(self.lm.cfg, "chroma_bins", 0) > 0
+
+    @property
+    def _device(self) -> torch.device:
+        if self.lm is not None:
+            return next(self.lm.parameters()).device
+        return torch.device("cpu")
+
+    def set_generation_params(self, duration: float = 8.0, temperature: float = 1.0,
+                              top_k: int = 250, top_p: float = 0.0, cfg_coef: float = 3.0,
+                              use_sampling: bool = True, extend_stride: float = 18.0,
+                              seed: int | None = None, mode: str = "ar") -> None:
+        """Set how the next ``generate*`` calls sample (audiocraft's names and defaults, plus
+        ``seed`` and ``mode``). ValueError names a bad parameter and its allowed range."""
+        if mode not in self.supported_modes:
+            raise ValueError(f"mode {mode!r} is not supported by {type(self).__name__}; "
+                             f"supported: {', '.join(self.supported_modes)}")
+        params = ARParams(duration=duration, temperature=temperature, top_k=top_k, top_p=top_p,
+                          cfg_coef=cfg_coef, use_sampling=use_sampling,
+                          extend_stride=extend_stride, seed=seed)
+        if params.duration > self.max_duration and params.extend_stride >= self.max_duration:
+            raise ValueError(f"extend_stride must be shorter than max_duration "
+                             f"({self.max_duration} s), got {extend_stride}")
+        self.generation_params = params
+
+    # ------------------------------------------------------------------ public API
+
+    def generate(self, descriptions: Sequence[str], progress: bool = False,
+                 progress_callback: ProgressCallback | None = None,
+                 return_tokens: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Audio [B, C, N] for each description."""
+        descriptions = self._check_descriptions(descriptions)
+        tokens = self._generate_tokens(descriptions, None, None, progress, progress_callback)
+        return self._finish(tokens, return_tokens)
+
+    def generate_unconditional(self, num_samples: int, progress: bool = False,
+                               progress_callback: ProgressCallback | None = None,
+                               return_tokens: bool = False
+                               ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``num_samples`` pieces with the null condition."""
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        tokens = self._generate_tokens([None] * num_samples, None, None, progress,
+                                       progress_callback)
+        return self._finish(tokens, return_tokens)
+
+    def generate_continuation(self, prompt: torch.Tensor, prompt_sample_rate: int,
+                              descriptions: Sequence[str | None] | None = None,
+                              progress: bool = False,
+                              progress_callback: ProgressCallback | None = None,
+                              return_tokens: bool = False
+                              ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Continue ``prompt`` [B, C, N] or [C, N]; returns the prompt's frames then the
+        continuation, ``duration`` seconds in all (as audiocraft)."""
+        if prompt.dim() == 2:
+            prompt = prompt[None]
+        if prompt.dim() != 3:
+            raise ValueError(f"prompt must be [B, C, N] or [C, N], got {list(prompt.shape)}")
+        wav = convert_audio(prompt, prompt_sample_rate, self.sample_rate, self.audio_channels)
+        if descriptions is None:
+            descriptions = [None] * wav.shape[0]
+        descriptions = self._check_descriptions(descriptions, allow_none=True)
+        if len(descriptions) != wav.shape[0]:
+            raise ValueError(f"{len(descriptions)} descriptions for {wav.shape[0]} prompts")
+        with torch.inference_mode():
+            codes = self.compression_model.encode(wav.to(self._codec_device))  # [B, K, Tp]
+        tokens = self._generate_tokens(descriptions, codes.long().cpu(), None, progress,
+                                       progress_callback)
+        return self._finish(tokens, return_tokens)
+
+    def generate_with_chroma(self, descriptions: Sequence[str], melody_wavs: MelodyType,
+                             melody_sample_rate: int, progress: bool = False,
+                             progress_callback: ProgressCallback | None = None,
+                             return_tokens: bool = False
+                             ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Text + melody: ``melody_wavs`` [B, C, N], [C, N], or a list of [C, N] (or None)."""
+        if not self.is_melody:
+            raise ValueError(f"{self.name} takes no melody: use a MusicGen-Melody checkpoint")
+        descriptions = self._check_descriptions(descriptions, allow_none=True)
+        if isinstance(melody_wavs, torch.Tensor):
+            if melody_wavs.dim() == 2:
+                melody_wavs = melody_wavs[None]
+            if melody_wavs.dim() != 3:
+                raise ValueError(f"melody_wavs must be [B, C, N] or [C, N], got "
+                                 f"{list(melody_wavs.shape)}")
+            melody_wavs = list(melody_wavs)
+        melodies = list(melody_wavs)
+        if len(melodies) != len(descriptions):
+            raise ValueError(f"{len(melodies)} melodies for {len(descriptions)} descriptions")
+        resampled = [None if m is None else
+                     convert_audio(m[None], melody_sample_rate, self.sample_rate, 1)[0]
+                     for m in melodies]
+        tokens = self._generate_tokens(descriptions, None, resampled, progress, progress_callback)
+        return self._finish(tokens, return_tokens)
+
+    # ------------------------------------------------------------------ internals
+
+    @property
+    def _codec_device(self) -> torch.device:
+        params = getattr(self.compression_model, "parameters", None)
+        if params is None:
+            return torch.device("cpu")
+        return next(params()).device
+
+    @staticmethod
+    def _check_descriptions(descriptions: Sequence[str | None],
+                            allow_none: bool = False) -> list[str | None]:
+        if isinstance(descriptions, str):
+            raise ValueError("descriptions must be a list of strings, got one string")
+        out = list(descriptions)
+        if not out:
+            raise ValueError("descriptions must not be empty")
+        for d in out:
+            if not (isinstance(d, str) or (allow_none and d is None)):
+                raise ValueError(f"each description must be a string, got {d!r}")
+        return out
+
+    def _finish(self, tokens: torch.Tensor, return_tokens: bool
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            wav = self.compression_model.decode(tokens.to(self._codec_device)).float()
+        return (wav, tokens) if return_tokens else wav
+
+    def _text(self, descriptions: list[str | None]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Text hidden states and mask; rows without text have mask 0 (audiocraft's null)."""
+        if self.text_encoder is None:
+            return None
+        with torch.inference_mode():
+            hidden, mask = self.text_encoder.encode([d or "" for d in descriptions])
+        mask = mask.clone().float()
+        for i, d in enumerate(descriptions):
+            if not d:
+                mask[i] = 0.0
+        return hidden.float(), mask
+
+    def _condition_rows(self, text: tuple[torch.Tensor, torch.Tensor] | None,
+                        chroma: torch.Tensor | None, cfg: bool) -> ConditionTensors:
+        """[cond; null] condition rows (2B when ``cfg``) for the backend."""
+        hidden, mask = text if text is not None else (None, None)
+        if self.is_melody:
+            assert self.lm is not None and chroma is not None
+            B = chroma.shape[0]
+            rows_text, rows_mask, rows_chroma = hidden, mask, chroma
+            if cfg:
+                rows_chroma = torch.cat([chroma, null_chroma(B, chroma.shape[1])])
+                if hidden is not None:
+                    rows_text = torch.cat([hidden, torch.zeros_like(hidden)])
+                    rows_mask = torch.cat([mask, torch.zeros_like(mask)])
+            dev = self._device
+            with torch.inference_mode():
+                prefix = self.lm.project_prefix(
+                    None if rows_text is None else rows_text.to(dev),
+                    None if rows_mask is None else rows_mask.to(dev), rows_chroma.to(dev))
+            return ConditionTensors(cross=None, cross_mask=None, prefix=prefix)
+        if hidden is None:
+            raise ValueError(f"{self.name} has no text encoder and no melody input")
+        if cfg:
+            hidden = torch.cat([hidden, torch.zeros_like(hidden)])
+            mask = torch.cat([mask, torch.zeros_like(mask)])
+        dev = self._device
+        return ConditionTensors(cross=hidden.to(dev), cross_mask=mask.to(dev))
+
+    def _generate_tokens(self, descriptions: list[str | None], prompt: torch.Tensor | None,
+                         melodies: list[torch.Tensor | None] | None, progress: bool,
+                         progress_callback: ProgressCallback | None) -> torch.Tensor:
+        """Codes [B, K, T] for T = int(duration * frame_rate), the prompt first."""
+        params = self.generation_params
+        B = len(descriptions)
+        total = int(params.duration * self.frame_rate)
+        window = int(self.max_duration * self.frame_rate)
+        stride = int(params.extend_stride * self.frame_rate)
+        has_melody = melodies is not None and any(m is not None for m in melodies)
+        # with every row unconditional, the null rows would repeat the conditional ones
+        cfg = params.cfg_coef != 1.0 and (any(descriptions) or has_melody)
+        text = self._text(descriptions)
+        conditions = self._condition_source(text, melodies, B, cfg)
+        bar = _Progress(progress, progress_callback)
+        try:
+            return generate_ar(self.backend, conditions, params, batch=B, cfg=cfg,
+                               total_frames=total, window_frames=window, stride_frames=stride,
+                               prompt=prompt, progress_callback=bar)
+        finally:
+            bar.close()
+
+    def _condition_source(self, text: tuple[torch.Tensor, torch.Tensor] | None,
+                          melodies: list[torch.Tensor | None] | None, batch: int,
+                          cfg: bool) -> Callable[[int], ConditionTensors]:
+        """conditions(offset_frame) for the AR loop: the same rows for every window, except
+        that a melody is read from the window's time on, looped as audiocraft does."""
+        chroma_frames = self._chroma.frames_for(int(self.max_duration * self.sample_rate))
+        if not self.is_melody:
+            rows = self._condition_rows(text, None, cfg)
+            return lambda offset: rows
+        cache: dict[int, ConditionTensors] = {}
+
+        def at(offset: int) -> ConditionTensors:
+            if offset not in cache:
+                start = int(offset / self.frame_rate * self.sample_rate)
+                length = int(self.max_duration * self.sample_rate)
+                window_wavs = [None if m is None else _looped(m, start, length)
+                               for m in (melodies or [None] * batch)]
+                chroma = melody_chroma(window_wavs, self.sample_rate, self.sample_rate,
+                                       chroma_frames, self._chroma)
+                cache.clear()
+                cache[offset] = self._condition_rows(text, chroma, cfg)
+            return cache[offset]
+
+        if not melodies or not any(m is not None for m in melodies):
+            rows = self._condition_rows(text, null_chroma(batch, chroma_frames), cfg)
+            return lambda offset: rows
+        return at
+
+
+def _looped(wav: torch.Tensor, start: int, length: int) -> torch.Tensor:
+    """wav [C, N] from sample ``start`` for ``length`` samples, wrapping around; the whole wav
+    when the window starts at 0 and the wav is not longer than ``length``."""
+    if start == 0 and wav.shape[-1] <= length:
+        return wav
+    positions = torch.arange(start, start + length) % wav.shape[-1]
+    return wav[..., positions]

@@ -1,0 +1,169 @@
+"""Torch wrappers, one per exported graph, and the I/O spec of each (names, types, axes).
+
+Every wrapper takes its inputs positionally in the spec's order and returns its outputs in the
+spec's order, so ``torch.onnx.export(wrapper, args, input_names=..., output_names=...,
+dynamic_axes=spec.dynamic_axes())`` names everything as the manifest says. Cache tensors use
+Optimum's names: ``past_key_values.{i}.decoder.{key,value}`` in, ``present.{i}.decoder.{key,value}``
+out, cross-attention ``past_key_values.{i}.encoder.{key,value}`` in (``present.{i}.encoder.*``
+out of ``lm_cross``), all ``[batch, heads, seq, head_dim]``.
+
+Shape letters: B batch, C channels, N samples, K codebooks, T frames, S steps, L condition
+length, P prefix length, D dim, H heads, Dh head dim.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from engine.models.lm import LMModel
+from engine.modules.kv_cache import ConcatKVCache
+from export.manifest import GraphSpec, IOSpec
+
+F32, I64 = "float32", "int64"
+# A band wider than any sequence: passing it makes the transformer build its causal mask from
+# tensor ops (no Python branch on traced sizes, which TorchScript tracing would freeze).
+WIDE_BAND = 1 << 30
+
+
+# ---------------------------------------------------------------- specs
+
+
+def _kv(prefix: str, layers: int, heads: int, seq: str, head_dim: int, part: str) -> list[IOSpec]:
+    return [IOSpec(f"{prefix}.{i}.{part}.{kv}", F32, ("batch", heads, seq, head_dim))
+            for i in range(layers) for kv in ("key", "value")]
+
+
+def codec_specs(channels: int, n_q: int) -> list[GraphSpec]:
+    """codec_encoder: wav [B, C, N] -> codes [B, K, T]; codec_decoder the reverse (N = T*hop)."""
+    wav = IOSpec("wav", F32, ("batch", channels, "samples"))
+    codes = IOSpec("codes", I64, ("batch", n_q, "frames"))
+    return [GraphSpec("codec_encoder", [wav], [codes], role="codec"),
+            GraphSpec("codec_decoder", [codes], [wav], role="codec")]
+
+
+def lm_specs(lm: LMModel, magnet: bool, ar: bool) -> list[GraphSpec]:
+    """The LM graphs: lm_cross (if it cross-attends), lm_prefill + lm_step (AR), lm_full (MAGNeT)."""
+    cfg = lm.cfg
+    L, H, Dh, K = cfg.num_layers, cfg.num_heads, cfg.head_dim, cfg.n_q
+    has_cross, has_prefix = lm.cond_proj is not None, prefix_dim(lm) > 0
+    cross_in = _kv("past_key_values", L, H, "cond_seq", Dh, "encoder") if has_cross else []
+    prefix = [IOSpec("prefix_embeds", F32, ("batch", "prefix_seq", cfg.dim))] if has_prefix else []
+    ids = IOSpec("input_ids", I64, ("batch", K, "seq"))
+    logits = IOSpec("logits", F32, ("batch", K, "seq", cfg.card))
+    specs = []
+    if has_cross:
+        specs.append(GraphSpec(
+            "lm_cross", [IOSpec("encoder_hidden_states", F32, ("batch", "cond_seq", cfg.cond_dim)),
+                         IOSpec("encoder_attention_mask", I64, ("batch", "cond_seq"))],
+            _kv("present", L, H, "cond_seq", Dh, "encoder"), role="lm"))
+    if ar:
+        specs.append(GraphSpec("lm_prefill", [ids, *prefix, *cross_in],
+                               [logits, *_kv("present", L, H, "total_seq", Dh, "decoder")],
+                               role="ar"))
+        # one step per call: the step graph has no mask branch, so its step axis is static 1
+        step_ids = IOSpec("input_ids", I64, ("batch", K, 1))
+        specs.append(GraphSpec(
+            "lm_step", [step_ids, *_kv("past_key_values", L, H, "past_seq", Dh, "decoder"),
+                        *cross_in],
+            [IOSpec("logits", F32, ("batch", K, 1, cfg.card)),
+             *_kv("present", L, H, "total_seq", Dh, "decoder")], role="ar"))
+    if magnet:
+        specs.append(GraphSpec(
+            "lm_full", [ids, IOSpec("attn_band", I64, ()), IOSpec("codebook", I64, ()),
+                        *prefix, *cross_in],
+            [IOSpec("logits", F32, ("batch", "seq", cfg.card))], role="magnet"))
+    return specs
+
+
+def prefix_dim(lm: LMModel) -> int:
+    """Whether (and how wide) the LM takes prepended condition embeddings (melody models)."""
+    return lm.cfg.dim if (lm.prefix_text_proj is not None or lm.chroma_proj is not None) else 0
+
+
+# ---------------------------------------------------------------- wrappers
+
+
+class CodecEncoderGraph(nn.Module):
+    def __init__(self, codec: nn.Module) -> None:
+        super().__init__()
+        self.codec = codec
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.codec.encode(wav)  # [B, C, N] -> [B, K, T]
+
+
+class CodecDecoderGraph(nn.Module):
+    def __init__(self, codec: nn.Module) -> None:
+        super().__init__()
+        self.codec = codec
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.codec.decode(codes)  # [B, K, T] -> [B, C, T * hop]
+
+
+def _pairs(flat: tuple[torch.Tensor, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+
+def _flat(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+    return [t for kv in pairs for t in kv]
+
+
+class LMCrossGraph(nn.Module):
+    """Text hidden states [B, L, C] + mask [B, L] -> every layer's cross keys/values [B, H, L, Dh]."""
+
+    def __init__(self, lm: LMModel) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, cross: torch.Tensor, cross_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(_flat(self.lm.cross_kv(self.lm.project_condition(cross, cross_mask))))
+
+
+class LMPrefillGraph(nn.Module):
+    """First causal call: tokens [B, K, S] (after an optional prefix [B, P, D]) -> logits
+    [B, K, S, card] and every layer's present keys/values [B, H, P + S, Dh]."""
+
+    def __init__(self, lm: LMModel) -> None:
+        super().__init__()
+        self.lm, self.has_prefix = lm, prefix_dim(lm) > 0
+
+    def forward(self, tokens: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        prefix = rest[0] if self.has_prefix else None
+        cross = _pairs(rest[1:] if self.has_prefix else rest) or None
+        cache = ConcatKVCache()
+        logits = self.lm(tokens, cross, cache=cache, prefix=prefix, causal=True,
+                         band=torch.tensor(WIDE_BAND))
+        return (logits, *_flat(cache.presents))
+
+
+class LMStepGraph(nn.Module):
+    """One cached step: tokens [B, K, 1] + past [B, H, n, Dh] per layer -> logits [B, K, 1, card]
+    + presents [B, H, n + 1, Dh]. The position offset n is read from the past's shape."""
+
+    def __init__(self, lm: LMModel) -> None:
+        super().__init__()
+        self.lm, self.n_past = lm, 2 * lm.cfg.num_layers
+
+    def forward(self, tokens: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        cache = ConcatKVCache(_pairs(rest[:self.n_past]))
+        cross = _pairs(rest[self.n_past:]) or None
+        logits = self.lm(tokens, cross, cache=cache, causal=True, band=torch.tensor(WIDE_BAND))
+        return (logits, *_flat(cache.presents))
+
+
+class LMFullGraph(nn.Module):
+    """Non-causal (MAGNeT) pass: tokens [B, K, T], band (|i - j| <= band; >= T attends
+    everywhere) and codebook -> that codebook's logits [B, T, card]."""
+
+    def __init__(self, lm: LMModel) -> None:
+        super().__init__()
+        self.lm, self.has_prefix = lm, prefix_dim(lm) > 0
+
+    def forward(self, tokens: torch.Tensor, band: torch.Tensor, codebook: torch.Tensor,
+                *rest: torch.Tensor) -> torch.Tensor:
+        prefix = rest[0] if self.has_prefix else None
+        cross = _pairs(rest[1:] if self.has_prefix else rest) or None
+        # a tensor band keeps the band an input of the graph (a Python int would be a constant)
+        logits = self.lm(tokens, cross, prefix=prefix, band=band, causal=False)  # [B, K, T, card]
+        return torch.index_select(logits, 1, codebook.reshape(1)).squeeze(1)   # [B, T, card]
