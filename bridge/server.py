@@ -141,7 +141,7 @@ class Bridge:
 
         kind = "continue" if isinstance(job.request, proto.Continue) else "generate"
         s, t = job.settings, job.transport
-        head = (f"job {job.id} {kind} bars={job.request.bars} bpm={float(t.bpm):g} {t.beats_per_bar}/x "
+        head = (f"job {job.id} {kind} bars={job.request.bars} bpm={float(t.bpm):g} meter={t.beats_per_bar} "
                 f"sr={t.sample_rate} mode={s.mode} seed={s.seed} preset={s.preset}")
         try:
             progress(0.0)

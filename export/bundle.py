@@ -20,6 +20,7 @@ import onnx
 import torch
 from torch import nn
 
+from engine.backends.onnx_backend import choose_provider
 from engine.models.lm import LMModel
 from export import graphs as G
 from export.manifest import (GraphSpec, check_graph_matches_spec, set_output_shapes,
@@ -57,6 +58,11 @@ def export_graph(module: nn.Module, spec: GraphSpec, example: dict[str, np.ndarr
                           dynamic_axes=spec.dynamic_axes(), do_constant_folding=True)
     set_output_shapes(path, spec)
     check_graph_matches_spec(path, spec)
+
+
+def op_types(path: Path) -> set[str]:
+    """Every operator type in a graph's top level."""
+    return {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
 
 
 def random_inputs(spec: GraphSpec, sizes: dict[str, int], int_high: dict[str, int],
@@ -121,7 +127,7 @@ def validation_sizes(spec: GraphSpec, window: int, min_frames: int) -> list[dict
     if spec.name in ("codec_encoder", "codec_decoder"):
         return [{"batch": b, "frames": t} for b, t in ((1, min_frames), (2, min_frames + 3),
                                                       (3, 4 * min_frames + 1))]
-    if spec.name == "lm_cross":
+    if spec.name in ("lm_cross", "lm_full_cross"):
         return [{"batch": b, "cond_seq": L} for b, L in ((1, 1), (2, 5), (3, 12))]
     base = [(1, 1, 3), (2, 5, 1), (3, 12, 7)]   # (batch, cond_seq, prefix_seq)
     if spec.name == "lm_prefill":
@@ -135,3 +141,258 @@ def validation_sizes(spec: GraphSpec, window: int, min_frames: int) -> list[dict
     return [{"batch": b, "cond_seq": L, "prefix_seq": P, "seq": t, "attn_band": band,
              "codebook": k} for (b, L, P), t, band, k in zip(base, (1, 6, 15), (5, 2, 100),
                                                            (0, 1, 2))]
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+def _codec_graphs(codec: nn.Module) -> list[ExportedGraph]:
+    enc, dec = G.codec_specs(codec.channels, codec.num_codebooks)
+    return [ExportedGraph(enc, G.CodecEncoderGraph(codec).eval(), []),
+            ExportedGraph(dec, G.CodecDecoderGraph(codec).eval(), [])]
+
+
+def _lm_graphs(lm: LMModel, role: str, ar: bool, magnet: bool,
+               cross_name: str) -> list[ExportedGraph]:
+    wrappers = {"lm_cross": G.LMCrossGraph, "lm_prefill": G.LMPrefillGraph,
+                "lm_step": G.LMStepGraph, "lm_full": G.LMFullGraph}
+    out = []
+    for spec in G.lm_specs(lm, magnet=magnet, ar=ar):
+        module = wrappers[spec.name](lm).eval()
+        if spec.name in ("lm_cross", "lm_full_cross"):
+            spec.name, spec.file = cross_name, f"{cross_name}.onnx"
+        spec.role = role if spec.name != cross_name else "lm"
+        out.append(ExportedGraph(spec, module, []))
+    return out
+
+
+def _text_graph(text_encoder: Any, out_dir: Path) -> tuple[ExportedGraph, dict[str, Any]]:
+    model, tokenizer = getattr(text_encoder, "model", None), getattr(text_encoder, "tokenizer", None)
+    if not isinstance(model, nn.Module) or tokenizer is None:
+        raise ValueError(f"cannot export the text encoder {type(text_encoder).__name__}: "
+                         "expected a transformers encoder with a tokenizer")
+    tok_dir = out_dir / "tokenizer"
+    tokenizer.save_pretrained(str(tok_dir))
+    spec = GraphSpec("text_encoder", [G.IOSpec("input_ids", "int64", ("batch", "text_seq")),
+                                      G.IOSpec("attention_mask", "int64", ("batch", "text_seq"))],
+                     [G.IOSpec("last_hidden_state", "float32",
+                               ("batch", "text_seq", int(text_encoder.dim)))], role="text")
+    info = {"dim": int(text_encoder.dim), "max_length": text_encoder.max_length,
+            "tokenizer_dir": "tokenizer", "vocab_size": int(model.config.vocab_size)}
+    return ExportedGraph(spec, G.TextEncoderGraph(model).eval(), []), info
+
+
+def _lm_header(lm: LMModel, graphs: dict[str, str | None]) -> dict[str, Any]:
+    c = lm.cfg
+    return {"num_layers": c.num_layers, "num_heads": c.num_heads, "dim": c.dim,
+            "head_dim": c.head_dim, "cond_dim": c.cond_dim, "hidden_dim": c.hidden_scale * c.dim,
+            "n_q": c.n_q, "card": c.card, "graphs": graphs}
+
+
+def _validate_all(out_dir: Path, graphs: list[ExportedGraph], variant: str,
+                  int_high: dict[str, dict[str, int]], log: Callable[[str], None]) -> None:
+    for g in graphs:
+        for i, sizes in enumerate(g.sizes):
+            inputs = random_inputs(g.spec, sizes, int_high.get(g.spec.name, {}), seed=i)
+            validate_graph(out_dir / g.spec.file, reference_of(g.module, g.spec), inputs,
+                           variant, log=log)
+
+
+def _probe_min_frames(out_dir: Path, codec: nn.Module) -> int:
+    """The fewest frames both codec graphs run on (reflect padding needs a few frames)."""
+    from engine.backends.onnx_backend import make_session
+    enc = make_session(out_dir / "codec_encoder.onnx", "cpu", 1, quiet=True)
+    dec = make_session(out_dir / "codec_decoder.onnx", "cpu", 1, quiet=True)
+    for frames in range(1, 65):
+        try:
+            enc.run(None, {"wav": np.zeros((1, codec.channels, frames * codec.hop_length),
+                                           np.float32)})
+            dec.run(None, {"codes": np.zeros((1, codec.num_codebooks, frames), np.int64)})
+            return frames
+        except Exception:  # noqa: BLE001 - onnxruntime raises its own error types
+            continue
+    raise ValueError("the exported codec does not run on any length up to 64 frames")
+
+
+def export_bundle(model: Any, out_dir: str | Path, *, dtype: str = "fp32",
+                  quantize: str | None = None, triton_dir: str | Path | None = None,
+                  opset: int = DEFAULT_OPSET, overwrite: bool = False,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Export a MusicGen or MAGNeT model (PyTorch) as a bundle in ``out_dir``; returns the manifest.
+
+    The bundle is written into ``<out_dir>.partial`` and renamed when every graph validated, so
+    a failed export leaves nothing half-written.
+    """
+    if dtype not in ("fp32", "fp16"):
+        raise ValueError(f"dtype must be 'fp32' or 'fp16', got {dtype!r}")
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    if dtype == "fp16" and quantize:
+        raise ValueError("choose one variant: --dtype fp16 (CUDA) or --quantize int8 (CPU)")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ValueError(f"{out_dir} exists and is not empty (pass overwrite / --force)")
+    family, roles = _roles_of(model)
+    codec, text_encoder = model.compression_model, model.text_encoder
+    check_exportable(None, codec)
+    for lm, _, _ in roles.values():
+        check_exportable(lm, codec)
+
+    work = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        manifest = _export_into(work, model, family, roles, codec, text_encoder, dtype, quantize,
+                                opset, log)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        work.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if triton_dir is not None:
+        from export.triton import write_triton_repository
+        write_triton_repository(out_dir, manifest, Path(triton_dir))
+        log(f"Triton repository written to {triton_dir}")
+    return manifest
+
+
+def _roles_of(model: Any) -> tuple[str, dict[str, tuple[LMModel, bool, bool]]]:
+    """family and {role: (lm, ar graphs?, magnet graphs?)} of a MusicGen / MAGNeT object."""
+    lm = getattr(model, "lm", None)
+    if not isinstance(lm, LMModel):
+        raise ValueError(f"cannot export {type(model).__name__}: it has no PyTorch LM (a model "
+                         "loaded from a bundle is exported already)")
+    if getattr(model, "is_melody", False) or G.prefix_dim(lm):
+        raise ValueError("cannot export a melody (chroma-prefix) model: bundle format v1 has no "
+                         "graph for the chroma/prefix projection")
+    if lm.cond_proj is None:
+        raise ValueError("cannot export an LM without cross-attention to a text condition")
+    if "magnet" not in getattr(model, "supported_modes", ("ar",)):
+        return "musicgen", {"ar": (lm, True, False)}
+    roles = {"magnet": (lm, False, True)}
+    ar_lm = getattr(model, "ar_lm", None)
+    if getattr(model, "ar_backend", None) is not None:
+        if not isinstance(ar_lm, LMModel):
+            raise ValueError("cannot export this MAGNeT: its AR model has no PyTorch LM")
+        roles["ar"] = (ar_lm, True, False)
+    return "magnet", roles
+
+
+EXPORT_SIZES = {"batch": 2, "cond_seq": 5, "seq": 6, "past_seq": 7, "text_seq": 5,
+                "attn_band": 2, "codebook": 1, "frames": 8}
+
+
+def _export_into(work: Path, model: Any, family: str,
+                 roles: dict[str, tuple[LMModel, bool, bool]], codec: nn.Module,
+                 text_encoder: Any, dtype: str, quantize: str | None, opset: int,
+                 log: Callable[[str], None]) -> dict[str, Any]:
+    text_graph, text_info = _text_graph(text_encoder, work)
+    graphs = [text_graph, *_codec_graphs(codec)]
+    lm_info: dict[str, Any] = {}
+    cross_of: dict[int, str] = {}
+    frame_rate = float(codec.frame_rate)
+    windows = {"ar": int(getattr(model, "ar_max_duration", model.max_duration) * frame_rate)
+               if family == "magnet" else int(model.max_duration * frame_rate),
+               "magnet": int(model.max_duration * frame_rate)}
+    for role, (lm, ar, magnet) in roles.items():
+        if lm.cfg.cond_dim != text_info["dim"]:
+            raise ValueError(f"the {role} LM reads text of width {lm.cfg.cond_dim}, the text "
+                             f"encoder gives {text_info['dim']}")
+        cross = cross_of.setdefault(id(lm), "lm_cross" if not cross_of else "lm_full_cross")
+        lm_graphs = _lm_graphs(lm, role, ar, magnet, cross)
+        if any(g.spec.name == cross for g in graphs):   # one LM serving both roles
+            lm_graphs = [g for g in lm_graphs if g.spec.name != cross]
+        graphs += lm_graphs
+        max_steps = windows[role] + lm.cfg.n_q if ar else windows[role]
+        lm_info[role] = {**_lm_header(lm, {"cross": cross,
+                                           "prefill": "lm_prefill" if ar else None,
+                                           "step": "lm_step" if ar else None,
+                                           "full": "lm_full" if magnet else None}),
+                         "max_steps": max_steps}
+    int_high = {"text_encoder": {"input_ids": text_info["vocab_size"]},
+                "codec_decoder": {"codes": codec.cardinality}}
+    for role, (lm, _, _) in roles.items():
+        for name in ("lm_prefill", "lm_step", "lm_full"):
+            int_high[name] = {"input_ids": lm.card + 1}
+
+    log(f"exporting {len(graphs)} graphs to {work.name} (opset {opset})")
+    for g in graphs:
+        sizes = dict(EXPORT_SIZES, samples=EXPORT_SIZES["frames"] * codec.hop_length)
+        example = random_inputs(g.spec, sizes, int_high.get(g.spec.name, {}))
+        export_graph(g.module, g.spec, example, work / g.spec.file, opset)
+        if g.spec.name == "lm_step" and "If" in op_types(work / g.spec.file):
+            raise ValueError("lm_step.onnx has an If node: the step graph must be branch-free")
+    min_frames = _probe_min_frames(work, codec)
+    for g in graphs:
+        g.sizes = _sizes_for(g.spec, lm_info, min_frames, codec.hop_length)
+    log("validating against PyTorch (fp32):")
+    _validate_all(work, graphs, "fp32", int_high, log)
+
+    variant = "int8" if quantize else dtype
+    if variant != "fp32":
+        log(f"converting to {variant}:")
+        for g in graphs:
+            path = work / g.spec.file
+            tmp = path.with_suffix(".tmp.onnx")
+            if variant == "int8" and g.spec.role != "codec":
+                quantize_int8(path, tmp)
+            elif variant == "fp16":
+                convert_fp16(path, tmp)
+            else:
+                continue
+            tmp.replace(path)
+        _validate_variant(work, graphs, variant, int_high, log)
+
+    header = {
+        "family": family, "modes": list(getattr(model, "supported_modes", ("ar",))),
+        "sample_rate": int(codec.sample_rate), "frame_rate": frame_rate,
+        "channels": int(codec.channels), "num_codebooks": int(codec.num_codebooks),
+        "card": int(codec.cardinality), "special_token_id": int(codec.cardinality),
+        "max_duration": float(model.max_duration), "opset": opset, "dtype": dtype,
+        "quantize": quantize,
+        "codec": {"channels": int(codec.channels), "hop_length": int(codec.hop_length),
+                  "card": int(codec.cardinality), "min_frames": min_frames},
+        "text_encoder": text_info, "lms": lm_info,
+    }
+    if family == "magnet":
+        header["magnet"] = {"attn_band": getattr(model, "attn_band", None),
+                            "ar_max_duration": float(getattr(model, "ar_max_duration", 0.0))}
+    tokenizer_files = [str(p.relative_to(work)) for p in sorted((work / "tokenizer").rglob("*"))
+                       if p.is_file()]
+    return write_manifest(work, header, [g.spec for g in graphs], tokenizer_files)
+
+
+def _sizes_for(spec: GraphSpec, lm_info: dict[str, Any], min_frames: int,
+               hop: int) -> list[dict[str, int]]:
+    if spec.name == "text_encoder":
+        return [{"batch": 1, "text_seq": 1}, {"batch": 3, "text_seq": 9}]
+    window = max(info["max_steps"] for info in lm_info.values())
+    sizes = validation_sizes(spec, window, min_frames)
+    for s in sizes:
+        if "frames" in s:
+            s["samples"] = s["frames"] * hop
+    return sizes
+
+
+def _validate_variant(work: Path, graphs: list[ExportedGraph], variant: str,
+                      int_high: dict[str, dict[str, int]], log: Callable[[str], None]) -> None:
+    """int8 is validated on CPU; fp16 runs where onnxruntime has fp16 kernels for every node
+    (CUDA), and is otherwise checked by onnx.checker only, which is said in the log."""
+    from export.validate import check_model
+    for g in graphs:
+        graph_variant = "fp32" if (variant == "int8" and g.spec.role == "codec") else variant
+        provider = choose_provider() if variant == "fp16" else "cpu"
+        try:
+            for i, sizes in enumerate(g.sizes[:2]):
+                inputs = random_inputs(g.spec, sizes, int_high.get(g.spec.name, {}), seed=i)
+                validate_graph(work / g.spec.file, reference_of(g.module, g.spec), inputs,
+                               graph_variant, provider=provider, log=log)
+        except ValueError:
+            raise
+        except Exception as e:  # noqa: BLE001 - e.g. no CPU kernel for an fp16 node
+            if variant != "fp16":
+                raise
+            check_model(work / g.spec.file)
+            log(f"  {g.spec.file} [fp16]: onnx.checker passed; not run here "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:100]})")

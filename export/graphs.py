@@ -167,3 +167,14 @@ class LMFullGraph(nn.Module):
         # a tensor band keeps the band an input of the graph (a Python int would be a constant)
         logits = self.lm(tokens, cross, prefix=prefix, band=band, causal=False)  # [B, K, T, card]
         return torch.index_select(logits, 1, codebook.reshape(1)).squeeze(1)   # [B, T, card]
+
+
+class TextEncoderGraph(nn.Module):
+    """Token ids [B, L] + attention mask [B, L] -> last hidden states [B, L, C]."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -48,7 +48,7 @@ def _run(backend, params, frames, cfg=True, prompt=None, window=1000, stride=1,
 def _recomputing_loop(backend, params, frames, cfg=True):
     """The same decoding without a KV cache: every step re-runs the whole sequence."""
     K, special = backend.n_q, backend.special_token_id
-    pattern = DelayPattern(K)
+    pattern = DelayPattern.for_codebooks(K)
     seq = pattern.build(torch.full((B, K, frames), special), special)
     valid = pattern.valid_mask(frames)
     ctx = backend.prepare(_conditions(cfg))

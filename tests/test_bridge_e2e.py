@@ -55,10 +55,10 @@ class Host:
             if self.backlog:
                 item = self.backlog.pop(0)
             else:
-                try:
-                    m = OscMessage(self.client.receive(timeout=0.5))
-                except (TimeoutError, socket.timeout):
+                data = self.client.receive(timeout=0.5)  # b"" on timeout
+                if not data:
                     continue
+                m = OscMessage(data)
                 item = (m.address, list(m.params))
             seen.append(item)
             if until(*item):
@@ -82,11 +82,13 @@ def start_server(shm, render_dir, port, *extra):
     cmd = [sys.executable, "-m", "bridge", "serve", "--model", "debug", "--port", str(port),
            "--shm-name", shm, "--render-dir", str(render_dir), "--max-seconds", "40", *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    log = open(Path(render_dir).parent / f"server-{shm}-{port}.log", "a")  # a pipe could fill up
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=log)
+    proc.log = log
     host = Host(port)
     end = time.monotonic() + TIMEOUT
     while time.monotonic() < end:
-        assert proc.poll() is None, f"server exited: {proc.stderr.read()}"
+        assert proc.poll() is None, f"server exited: {Path(log.name).read_text()[-2000:]}"
         host.send("/barforge/ping")
         try:
             host.one("/barforge/pong", 1.0)
@@ -104,7 +106,7 @@ def stop_server(proc, shm):
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.stderr.close()
+        proc.log.close()
     assert not os.path.exists(f"/dev/shm/{shm}"), "segment left behind after SIGTERM"
 
 
@@ -113,10 +115,12 @@ def served(tmp_path_factory):
     shm = f"bfe2e{os.getpid()}"
     render = tmp_path_factory.mktemp("renders")
     proc, host = start_server(shm, render, free_port(), "--queue-size", "2")
-    seg = HostSegment.attach(shm)
-    yield host, seg, render, proc
-    seg.close()
-    stop_server(proc, shm)
+    try:
+        seg = HostSegment.attach(shm)
+        yield host, seg, render, proc
+        seg.close()
+    finally:
+        stop_server(proc, shm)
 
 
 def test_generate_publishes_slot_equal_to_wav(served):
@@ -296,7 +300,7 @@ def test_sigkill_mid_job_leaves_no_partial_wav_and_restart_serves(tmp_path):
     finally:
         proc.kill()
         proc.wait(10)
-        proc.stderr.close()
+        proc.log.close()
     assert not list(render.glob("*.wav"))
     assert os.path.exists(f"/dev/shm/{shm}")  # stale: nobody removed it
     proc, host = start_server(shm, render, port)

@@ -41,7 +41,7 @@ def _hf_configs(n_q=K, channels=1):
     enc = transformers.EncodecConfig(
         sampling_rate=32000, audio_channels=1, num_filters=4, codebook_size=CARD, codebook_dim=8,
         hidden_size=8, upsampling_ratios=[8, 5, 4, 4], num_residual_layers=1, num_lstm_layers=2,
-        target_bandwidths=[0.3 * n_q // channels], use_causal_conv=False, normalize=False)
+        target_bandwidths=[0.3 * (n_q // channels)], use_causal_conv=False, normalize=False)
     dec = transformers.MusicgenDecoderConfig(
         vocab_size=CARD, hidden_size=DIM, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
         ffn_dim=4 * DIM, num_codebooks=n_q, audio_channels=channels, max_position_embeddings=128,
@@ -245,3 +245,47 @@ def test_shape_mismatch_is_refused_naming_the_tensor(hf_dir, tmp_path):
     torch.save(pkg, file)
     with pytest.raises(ValueError, match=r"'transformer.layers.1.linear1.weight' has shape"):
         load_lm_checkpoint(file, load_text_encoder=False)
+
+
+def test_hf_melody_logits_match_with_the_prepended_condition(tmp_path):
+    torch.manual_seed(4)
+    t5, enc, _ = _hf_configs()
+    dec = transformers.MusicgenMelodyDecoderConfig(
+        vocab_size=CARD, hidden_size=DIM, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+        ffn_dim=4 * DIM, num_codebooks=K, max_position_embeddings=128,
+        pad_token_id=CARD, bos_token_id=CARD, decoder_start_token_id=CARD)
+    model = transformers.MusicgenMelodyForConditionalGeneration(
+        transformers.MusicgenMelodyConfig(text_encoder=t5.to_dict(), audio_encoder=enc.to_dict(),
+                                          decoder=dec.to_dict(), num_chroma=12,
+                                          chroma_length=6)).eval()
+    _randomize_norms(model)
+    model.save_pretrained(tmp_path)
+    _tokenizer(tmp_path)
+    loaded = load_lm_checkpoint(tmp_path)
+    assert loaded.family == "musicgen-melody" and loaded.lm.cfg.cond_dim == 0
+    assert loaded.extra["chroma_length"] == 6
+    texts = ["jazz trio"]
+    hidden, mask = loaded.text_encoder.encode(texts)
+    inputs = transformers.AutoTokenizer.from_pretrained(tmp_path)(texts, return_tensors="pt")
+    chroma = torch.nn.functional.one_hot(torch.randint(0, 12, (1, 6)), 12).float()
+    codes = _codes(1, 7)
+    with torch.no_grad():
+        ref = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                    input_features=chroma, decoder_input_ids=codes.reshape(K, 7)).logits
+        ref = ref.reshape(1, K, -1, CARD)[:, :, -7:]
+        prefix = loaded.lm.project_prefix(hidden, mask, chroma)
+        ours = loaded.lm(codes, None, prefix=prefix)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_sharded_safetensors_load_the_same_weights(hf_dir, tmp_path):
+    directory, model = hf_dir
+    model.save_pretrained(tmp_path, max_shard_size="100KB")
+    shutil.copy(directory / "spiece.model", tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(directory / name, tmp_path)
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    sharded = load_lm_checkpoint(tmp_path)
+    single = load_lm_checkpoint(directory)
+    for (name, a), b in zip(sharded.lm.state_dict().items(), single.lm.state_dict().values()):
+        assert torch.equal(a, b), name

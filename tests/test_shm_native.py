@@ -220,6 +220,5 @@ def test_no_torn_reads_by_a_c_reader_in_another_process(name, tmp_path):
         assert out.returncode == 0, out.stderr
         ok, busy, torn, empty, changes = map(int, out.stdout.split())
         assert ok + busy + empty == 1_000_000
-        print("reader:", ok, busy, torn, empty, changes)
         assert torn == 0
         assert ok > 100_000 and changes > 100  # the reads really overlapped many publishes

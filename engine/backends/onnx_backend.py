@@ -134,15 +134,17 @@ def choose_provider(provider: str | None = None) -> str:
     return provider
 
 
-def make_session(path: Path, provider: str, threads: int | None = None) -> Any:
-    """An InferenceSession with all graph optimisations and ``threads`` intra-op threads."""
+def make_session(path: Path, provider: str, threads: int | None = None,
+                 quiet: bool = False) -> Any:
+    """An InferenceSession with all graph optimisations and ``threads`` intra-op threads
+    (``quiet``: not even errors logged, for probes whose failures are expected)."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4 if quiet else 3
     providers = [PROVIDERS["cpu"]] if provider == "cpu" else [PROVIDERS["cuda"], PROVIDERS["cpu"]]
     return ort.InferenceSession(str(path), opts, providers=providers)
 
@@ -330,3 +332,145 @@ class OnnxBackend:
 def _np(t: torch.Tensor, dtype: type) -> np.ndarray:
     """A contiguous CPU numpy view of ``t`` (a copy only if dtype/layout/device differ)."""
     return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=dtype)
+
+
+# ---------------------------------------------------------------- codec and text encoder
+
+
+class OnnxCodec:
+    """The codec_encoder / codec_decoder graphs behind ``EncodecModel``'s API."""
+
+    def __init__(self, bundle_dir: Path, manifest: dict[str, Any], provider: str = "cpu",
+                 threads: int | None = None) -> None:
+        graphs = manifest["graphs"]
+        self.encoder = make_session(bundle_dir / graphs["codec_encoder"]["file"], provider, threads)
+        self.decoder = make_session(bundle_dir / graphs["codec_decoder"]["file"], provider, threads)
+        codec = manifest["codec"]
+        self.sample_rate, self.frame_rate = int(manifest["sample_rate"]), float(manifest["frame_rate"])
+        self.channels, self.hop_length = int(codec["channels"]), int(codec["hop_length"])
+        self.num_codebooks, self.cardinality = int(manifest["num_codebooks"]), int(codec["card"])
+        self.min_frames = int(codec["min_frames"])
+
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """Waveform [B, C, N] -> codes [B, K, T] (int64)."""
+        if wav.dim() != 3 or wav.shape[1] != self.channels:
+            raise ValueError(f"wav must be [B, {self.channels}, N], got {list(wav.shape)}")
+        if wav.shape[-1] < self.min_frames * self.hop_length:
+            raise ValueError(f"the exported codec encoder needs at least "
+                             f"{self.min_frames * self.hop_length} samples, got {wav.shape[-1]}")
+        return torch.from_numpy(self.encoder.run(None, {"wav": _np(wav, np.float32)})[0])
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes [B, K, T] -> waveform [B, C, T * hop]."""
+        if codes.dim() != 3 or codes.shape[1] != self.num_codebooks:
+            raise ValueError(f"codes must be [B, {self.num_codebooks}, T], got {list(codes.shape)}")
+        if codes.shape[-1] < self.min_frames:
+            raise ValueError(f"the exported codec decoder needs at least {self.min_frames} "
+                             f"frames, got {codes.shape[-1]}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.cardinality):
+            raise ValueError(f"codes must lie in [0, {self.cardinality})")
+        return torch.from_numpy(self.decoder.run(None, {"codes": _np(codes, np.int64)})[0])
+
+
+class _SessionAsEncoderModel(torch.nn.Module):
+    """The text_encoder graph behind the ``model(input_ids=..., attention_mask=...)`` call the
+    conditioners' tokenizer-side code makes (so tokenization and null-text handling exist once)."""
+
+    def __init__(self, session: Any) -> None:
+        super().__init__()
+        self.session = session
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        from types import SimpleNamespace
+        hidden = self.session.run(None, {"input_ids": _np(input_ids, np.int64),
+                                         "attention_mask": _np(attention_mask, np.int64)})[0]
+        return SimpleNamespace(last_hidden_state=torch.from_numpy(hidden))
+
+
+def load_text_encoder(bundle_dir: Path, manifest: dict[str, Any], provider: str = "cpu",
+                      threads: int | None = None) -> Any:
+    """The bundle's text encoder: its tokenizer files + the text_encoder graph."""
+    from transformers import AutoTokenizer
+
+    from engine.conditioners.text import _HFTextEncoder
+
+    info = manifest["text_encoder"]
+    tokenizer = AutoTokenizer.from_pretrained(str(bundle_dir / info["tokenizer_dir"]))
+    session = make_session(bundle_dir / manifest["graphs"]["text_encoder"]["file"], provider,
+                           threads)
+    return _HFTextEncoder(_SessionAsEncoderModel(session), tokenizer, dim=int(info["dim"]),
+                          max_length=info.get("max_length"))
+
+
+# ---------------------------------------------------------------- bundle
+
+
+@dataclass
+class LoadedBundle:
+    """What ``engine.models.pretrained`` builds a model from.
+
+    ``backends``: one ``OnnxBackend`` per LM role in the bundle (``"ar"``, ``"magnet"``; one
+    object under both keys when a single LM serves both).
+    """
+
+    manifest: dict[str, Any]
+    backends: dict[str, OnnxBackend]
+    codec: OnnxCodec
+    text_encoder: Any
+    provider: str
+
+    @property
+    def family(self) -> str:
+        return self.manifest["family"]
+
+    @property
+    def max_duration(self) -> float:
+        return float(self.manifest["max_duration"])
+
+
+def is_bundle(path: str | Path) -> bool:
+    """Whether ``path`` is a directory holding a bundle manifest."""
+    return (Path(path) / MANIFEST_NAME).is_file()
+
+
+def open_bundle(bundle_dir: str | Path, provider: str | None = None,
+                threads: int | None = None) -> LoadedBundle:
+    """Verify a bundle (files, sha256) and open its sessions on ``provider`` (default: CUDA when
+    it works, else CPU; ``"cpu"`` / ``"cuda"`` force one). ``threads``: intra-op threads."""
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir, verify=True)
+    provider = choose_provider(provider)
+    backends: dict[str, OnnxBackend] = {}
+    by_graphs: dict[tuple, OnnxBackend] = {}
+    for role, lm in manifest["lms"].items():
+        key = tuple(sorted((k, v) for k, v in lm["graphs"].items() if v))
+        if key not in by_graphs:
+            by_graphs[key] = OnnxBackend(bundle_dir, manifest, role, provider, threads)
+        backends[role] = by_graphs[key]
+    return LoadedBundle(manifest=manifest, backends=backends,
+                        codec=OnnxCodec(bundle_dir, manifest, provider, threads),
+                        text_encoder=load_text_encoder(bundle_dir, manifest, provider, threads),
+                        provider=provider)
+
+
+def load_bundle(bundle_dir: str | Path, provider: str | None = None,
+                threads: int | None = None) -> Any:
+    """The model of a bundle with the public API: ``MusicGen`` or ``MAGNeT`` whose backends are
+    onnxruntime sessions (engine.models.pretrained.load_model calls this for a bundle dir)."""
+    from engine.models.musicgen import MusicGen
+
+    b = open_bundle(bundle_dir, provider, threads)
+    name = Path(bundle_dir).name
+    if b.family == "musicgen":
+        return MusicGen(name, b.codec, None, b.text_encoder, max_duration=b.max_duration,
+                        backend=b.backends["ar"])
+    if b.family != "magnet":
+        raise ValueError(f"bundle {bundle_dir}: unknown model family {b.family!r}")
+    from engine.models.magnet import MAGNeT
+
+    extra = b.manifest["magnet"]
+    ar = b.backends.get("ar")
+    kwargs = {} if ar is None else {"ar_backend": ar,
+                                    "ar_max_duration": float(extra["ar_max_duration"])}
+    return MAGNeT(name, b.codec, None, b.text_encoder, max_duration=b.max_duration,
+                  backend=b.backends["magnet"], attn_band=extra["attn_band"], **kwargs)

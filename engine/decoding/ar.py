@@ -60,9 +60,11 @@ def plan_windows(total_frames: int, prompt_frames: int, window_frames: int,
 class ARDecoder:
     """Runs windows of delayed-pattern decoding on one backend."""
 
-    def __init__(self, backend: StepBackend) -> None:
+    def __init__(self, backend: StepBackend, pattern: DelayPattern) -> None:
+        if pattern.n_q != backend.n_q:
+            raise ValueError(f"the delay pattern has {pattern.n_q} codebooks, the LM {backend.n_q}")
         self.backend = backend
-        self.pattern = DelayPattern(backend.n_q)
+        self.pattern = pattern
 
     def steps_in(self, window: Window) -> int:
         """Forward passes a window takes: every step after the prompt's."""
@@ -128,21 +130,23 @@ class SeededGenerator:
 def generate_ar(backend: StepBackend, conditions: ConditionSource, params: ARParams, *,
                 batch: int, cfg: bool, total_frames: int, window_frames: int,
                 stride_frames: int, prompt: torch.Tensor | None = None,
-                progress_callback: ProgressCallback | None = None) -> torch.Tensor:
+                progress_callback: ProgressCallback | None = None,
+                pattern: DelayPattern | None = None) -> torch.Tensor:
     """Codes [B, K, total_frames] (the prompt [B, K, Tp] first, unchanged).
 
     ``conditions(offset)`` gives the window's condition rows ([cond; null], 2B rows, when
     ``cfg``); a window reuses the previous window's prepared context when it gets the same
     object back. Sampling is seeded by ``params.seed`` (global RNG when None).
     ``progress_callback(done, total)`` runs after every forward pass; an exception
-    from it propagates out unchanged (that is how a job is cancelled).
+    from it propagates out unchanged (that is how a job is cancelled). ``pattern``: the
+    model's delays (default: MusicGen mono, [0..K-1]).
     """
     prompt_frames = 0 if prompt is None else prompt.shape[-1]
     if prompt is not None and (prompt.dim() != 3 or prompt.shape[:2] != (batch, backend.n_q)):
         raise ValueError(f"prompt codes must be [{batch}, {backend.n_q}, T], "
                          f"got {list(prompt.shape)}")
     windows = plan_windows(total_frames, prompt_frames, window_frames, stride_frames)
-    decoder = ARDecoder(backend)
+    decoder = ARDecoder(backend, pattern or DelayPattern.for_codebooks(backend.n_q))
     rng = SeededGenerator(params.seed)
     total_steps = sum(decoder.steps_in(w) for w in windows)
     done = 0

@@ -64,15 +64,19 @@ def _check_condition(cond: ConditionTensors, batch: int, cfg: bool) -> None:
 class ARRescorer:
     """Log-probabilities of MAGNeT's candidate tokens under an autoregressive LM.
 
-    One causal pass over the current codes laid out in the delay pattern; with ``cfg`` the
-    [cond; null] rows run as one batch mixed by ``cfg_coef``. ``cond`` is prepared once.
+    One causal pass over the current codes laid out in the AR model's delay ``pattern``
+    (default MusicGen mono); with ``cfg`` the [cond; null] rows run as one batch mixed by
+    ``cfg_coef``. ``cond`` is prepared once.
     """
 
     def __init__(self, backend: StepBackend, cond: ConditionTensors, *, batch: int, cfg: bool,
-                 cfg_coef: float = 3.0) -> None:
+                 cfg_coef: float = 3.0, pattern: DelayPattern | None = None) -> None:
         _check_condition(cond, batch, cfg)
         self.backend, self.batch, self.cfg, self.cfg_coef = backend, batch, cfg, cfg_coef
-        self.pattern = DelayPattern(backend.n_q)
+        self.pattern = pattern or DelayPattern.for_codebooks(backend.n_q)
+        if self.pattern.n_q != backend.n_q:
+            raise ValueError(f"the delay pattern has {self.pattern.n_q} codebooks, the AR LM "
+                             f"{backend.n_q}")
         self.ctx = backend.prepare(cond)
         self.prefix_len = 0 if cond.prefix is None else cond.prefix.shape[1]
 
@@ -85,8 +89,9 @@ class ARRescorer:
             seq = seq.repeat(2, 1, 1)  # [2B, K, T + K - 1]
         cache = self.backend.new_cache(self.ctx, self.prefix_len + seq.shape[-1])
         logits, _ = self.backend.step(seq.contiguous(), cache, self.ctx)  # [rows, K, S, card]
-        # codebook k of frame t sits at step t + 1 + k: the logits of step t + k predict it
-        logits = logits[:, codebook, codebook:codebook + T]  # [rows, T, card]
+        # codebook k of frame t sits at step t + 1 + delay_k: the logits one step before predict it
+        delay = self.pattern.delays[codebook]
+        logits = logits[:, codebook, delay:delay + T]  # [rows, T, card]
         if self.cfg:
             logits = cfg_mix(logits[:B], logits[B:], self.cfg_coef)  # [B, T, card]
         log_p = torch.log_softmax(logits.float(), dim=-1)

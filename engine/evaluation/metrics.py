@@ -42,11 +42,12 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
 
 def mel_spectrogram(wav: torch.Tensor, sample_rate: int, n_fft: int, n_mels: int | None = None,
                     hop: int | None = None) -> torch.Tensor:
-    """Power mel spectrogram of ``wav`` [..., N] -> [..., M, F] (hop n_fft // 4 unless given, Hann)."""
+    """Power mel spectrogram of ``wav`` [..., N] -> [..., M, F] (hop n_fft // 4 unless given, Hann,
+    STFT normalised by sqrt(n_fft) so every window size sees the same power scale)."""
     n_mels = n_mels or min(64, n_fft // 4)
     flat = wav.reshape(-1, wav.shape[-1])
     spec = torch.stft(flat, n_fft, hop_length=hop or n_fft // 4, window=torch.hann_window(n_fft, device=wav.device),
-                      center=True, pad_mode="reflect", return_complex=True).abs().pow(2)  # [B, n_fft/2+1, F]
+                      normalized=True, center=True, pad_mode="reflect", return_complex=True).abs().pow(2)  # [B, n_fft/2+1, F]
     mel = mel_filterbank(sample_rate, n_fft, n_mels).to(wav.device) @ spec                 # [B, M, F]
     return mel.reshape(*wav.shape[:-1], n_mels, mel.shape[-1])
 

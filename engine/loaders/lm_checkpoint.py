@@ -101,8 +101,17 @@ def _load_strict(lm: LMModel, mapped: Mapping[str, tuple[str, torch.Tensor]], so
     if missing:
         raise ValueError(f"{source}: missing tensor for {missing[0]!r} "
                          f"({len(missing)} of {len(expected)} missing)")
-    lm.load_state_dict({ours: t.to(torch.float32) for ours, (_, t) in mapped.items()}, strict=True)
+    # ``lm`` may live on the meta device: assign the checkpoint's tensors instead of copying.
+    lm.load_state_dict({ours: t.to(torch.float32).contiguous() for ours, (_, t) in mapped.items()},
+                       strict=True, assign=True)
     lm.eval()
+
+
+def _empty_lm(cfg: LMConfig) -> LMModel:
+    """An LMModel without storage (meta device): no time spent on random init of weights
+    the checkpoint overwrites."""
+    with torch.device("meta"):
+        return LMModel(cfg)
 
 
 def _int(cfg: Mapping[str, Any], key: str, source: str) -> int:
@@ -233,7 +242,7 @@ def _load_hf(directory: Path, load_text_encoder: bool) -> LoadedLM:
     except FileNotFoundError as e:
         raise ValueError(str(e)) from e
     mapped = _map_hf(state, melody, cfg, source)
-    lm = LMModel(cfg)
+    lm = _empty_lm(cfg)
     _load_strict(lm, mapped, source)
 
     dec = config["decoder"]
@@ -334,7 +343,7 @@ def _load_audiocraft(file: Path, t5_dir: str | os.PathLike | None,
     for name, tensor in state.items():
         ours = name.replace("condition_provider.conditioners.description.output_proj.", "cond_proj.")
         mapped[ours] = (name, tensor)
-    lm = LMModel(cfg)
+    lm = _empty_lm(cfg)
     _load_strict(lm, mapped, source)
 
     text_encoder = None

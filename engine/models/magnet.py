@@ -34,10 +34,21 @@ class MAGNeT(MusicGen):
                  generation_defaults: dict[str, Any] | None = None, *,
                  ar_lm: torch.nn.Module | None = None, ar_backend: StepBackend | None = None,
                  ar_max_duration: float = DEFAULT_AR_MAX_DURATION,
-                 attn_band: int | None = DEFAULT_ATTN_BAND) -> None:
+                 attn_band: int | None = DEFAULT_ATTN_BAND,
+                 extra: dict[str, Any] | None = None) -> None:
         """``attn_band``: restricted context of codebooks >= 1 in frames (audiocraft's
         ``subcodes_context``; None = unrestricted). ``ar_lm`` / ``ar_backend``: the optional AR
-        LM of the hybrid and AR modes, whose window is ``ar_max_duration`` seconds."""
+        LM of the hybrid and AR modes, whose window is ``ar_max_duration`` seconds. ``extra``:
+        the checkpoint's MAGNeT facts (``subcodes_context``, -1 = unrestricted, overrides
+        ``attn_band``; ``span_len``). ``generation_defaults``: set_generation_params keywords;
+        audiocraft's ``cfg_coef`` (unused by MAGNeT) is dropped."""
+        extra = extra or {}
+        if "subcodes_context" in extra:
+            context = extra["subcodes_context"]
+            attn_band = None if context is None or context < 0 else context
+        self.span_len = int(extra.get("span_len", 3))
+        generation_defaults = {k: v for k, v in (generation_defaults or {}).items()
+                               if k != "cfg_coef"}
         if attn_band is not None and (isinstance(attn_band, bool) or not isinstance(attn_band, int)
                                       or attn_band < 0):
             raise ValueError(f"attn_band must be None or an integer >= 0, got {attn_band!r}")
@@ -102,7 +113,7 @@ class MAGNeT(MusicGen):
                               temperature: float = 3.0, top_p: float = 0.9, top_k: int = 0,
                               use_sampling: bool = True, seed: int | None = None,
                               mode: str = "magnet", bpm: float | None = None,
-                              span_scoring: str | None = None, span_len: int = 3,
+                              span_scoring: str | None = None, span_len: int | None = None,
                               rescore_weight: float = 0.0, hybrid_prefix_s: float | None = None,
                               ar_temperature: float = 1.0, ar_top_k: int = 250,
                               ar_top_p: float = 0.0, ar_cfg_coef: float = 3.0,
@@ -133,7 +144,7 @@ class MAGNeT(MusicGen):
                 or (mode == "hybrid" and not prefix_s < duration):
             raise ValueError(f"hybrid_prefix_s must be in (0, duration={duration}), got {prefix_s!r}")
         magnet = MagnetParams(duration=duration, decoding_steps=tuple(decoding_steps),
-                              span_len=span_len, span_arrangement=span_arrangement,
+                              span_len=self.span_len if span_len is None else span_len, span_arrangement=span_arrangement,
                               span_scoring=span_scoring, max_cfg_coef=max_cfg_coef,
                               min_cfg_coef=min_cfg_coef, temperature=temperature, top_p=top_p,
                               top_k=top_k, use_sampling=use_sampling,
@@ -167,7 +178,7 @@ class MAGNeT(MusicGen):
             if p.rescore_weight > 0.0:
                 assert self.ar_backend is not None
                 rescorer = ARRescorer(self.ar_backend, rows, batch=B, cfg=cfg,
-                                      cfg_coef=self.ar_params.cfg_coef)
+                                      cfg_coef=self.ar_params.cfg_coef, pattern=self.pattern)
             if self.mode == "magnet":
                 return generate_magnet(self.backend, rows, p, batch=B, cfg=cfg, n_frames=total,
                                        attn_band=self.attn_band, prompt=prompt,
@@ -179,7 +190,7 @@ class MAGNeT(MusicGen):
                 ar_window_frames=int(self.ar_max_duration * self.frame_rate),
                 ar_stride_frames=int(self.ar_params.extend_stride * self.frame_rate),
                 attn_band=self.attn_band, prompt=prompt, rescorer=rescorer,
-                progress_callback=bar)
+                progress_callback=bar, pattern=self.pattern)
         finally:
             bar.close()
 
@@ -200,7 +211,7 @@ class MAGNeT(MusicGen):
                            total_frames=int(p.duration * self.frame_rate),
                            window_frames=int(self.ar_max_duration * self.frame_rate),
                            stride_frames=int(p.extend_stride * self.frame_rate), prompt=prompt,
-                           progress_callback=bar)
+                           progress_callback=bar, pattern=self.pattern)
 
 
 def debug_magnet(seed: int = 0) -> MAGNeT:

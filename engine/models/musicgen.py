@@ -16,6 +16,7 @@ import torch
 from engine.backends.base import ConditionTensors, StepBackend
 from engine.conditioners.chroma import ChromaExtractor, melody_chroma, null_chroma
 from engine.decoding.ar import ProgressCallback, generate_ar
+from engine.decoding.delay_pattern import DelayPattern
 from engine.decoding.params import ARParams
 
 MelodyType = torch.Tensor | Sequence[torch.Tensor | None]
@@ -72,11 +73,13 @@ class MusicGen:
     """Text (and melody / audio prompt) to music with the AR delay-pattern decoder."""
 
     supported_modes: tuple[str, ...] = ("ar",)
+    is_placeholder = False  # True for the random stand-in of an untrained "default" model
 
     def __init__(self, name: str, compression_model: Any, lm: torch.nn.Module | None,
                  text_encoder: TextEncoder | None, max_duration: float = 30.0,
                  backend: StepBackend | None = None,
-                 generation_defaults: dict[str, Any] | None = None) -> None:
+                 generation_defaults: dict[str, Any] | None = None,
+                 delays: Sequence[int] | None = None) -> None:
         self.name = name
         self.compression_model = compression_model
         self.lm = lm
@@ -94,6 +97,11 @@ class MusicGen:
         if backend.card != compression_model.cardinality:
             raise ValueError(f"the LM's codebook size {backend.card} != the codec's "
                              f"{compression_model.cardinality}")
+        self.pattern = (DelayPattern(delays) if delays is not None else
+                        DelayPattern.for_codebooks(backend.n_q, stereo=self.audio_channels == 2))
+        if self.pattern.n_q != backend.n_q:
+            raise ValueError(f"{len(self.pattern.delays)} delays for {backend.n_q} codebooks")
+        self.provider = getattr(backend, "provider", "torch")
         self._chroma = ChromaExtractor(self.sample_rate)
         self.set_generation_params(**(generation_defaults or {}))
 
@@ -307,7 +315,7 @@ class MusicGen:
         try:
             return generate_ar(self.backend, conditions, params, batch=B, cfg=cfg,
                                total_frames=total, window_frames=window, stride_frames=stride,
-                               prompt=prompt, progress_callback=bar)
+                               prompt=prompt, progress_callback=bar, pattern=self.pattern)
         finally:
             bar.close()
 

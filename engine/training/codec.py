@@ -140,8 +140,21 @@ class CodecTask:
         return {"l1": F.l1_loss(recon, wav), "mel": multiscale_mel_loss(wav, recon, sr),
                 "stft": complex_stft_loss(wav, recon)}
 
+    @torch.no_grad()
+    def eval_loss(self, wav: torch.Tensor) -> float:
+        """The weighted reconstruction + commitment loss on ``wav`` [B, 1, N], no update."""
+        self.model.eval()
+        out = self.model(wav.to(self.dist.device))
+        terms = self.losses(wav.to(self.dist.device), out.audio)
+        terms["commit"] = out.commit_loss
+        return float(sum(getattr(self.weights, k) * v for k, v in terms.items()))
+
     def train_step(self, step: int) -> dict[str, float]:
-        wav = self.data.sample(self.batch_size).to(self.dist.device)        # [B, 1, N]
+        return self.update(self.data.sample(self.batch_size), step)
+
+    def update(self, wav: torch.Tensor, step: int) -> dict[str, float]:
+        """One optimisation step on the batch ``wav`` [B, 1, N]; returns the loss terms."""
+        wav = wav.to(self.dist.device)
         self.model.train()
         out = self.ddp(wav)
         terms = self.losses(wav, out.audio)
@@ -171,8 +184,8 @@ class CodecTask:
         latent = all_gather_cat(out.latent.detach(), self.dist)            # [B_global, D, T]
         codes = all_gather_cat(out.codes, self.dist)                        # [B_global, K, T]
         self.model.quantizer.ema_update(latent, codes)   # same data + same RNG: ranks stay equal
-        result = {k: float(v) for k, v in terms.items()}
-        result["loss"] = float(total)
+        result = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+        result["loss"] = float(total.detach())
         return result
 
     def export(self, out_dir: Path, step: int, losses: dict[str, float]) -> None:

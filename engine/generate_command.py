@@ -1,0 +1,200 @@
+"""``barforge generate`` (text -> WAV, N bars at a BPM or S seconds) and ``barforge continue``.
+
+Bars are exact: ``frames = round(bars * beats_per_bar * 60 * sample_rate / bpm)`` in rational
+arithmetic (bpm first rounded to a thousandth, ties away from zero, as docs/PROTOCOL.md), the
+model is asked for a little more audio, and the output is cut to exactly that many frames.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+MODES = ("ar", "magnet", "hybrid")
+MARGIN_FRAMES = 2  # codec frames asked beyond the exact length, so resampling never falls short
+
+
+def round_half_away(x: Fraction) -> int:
+    """Round a fraction to the nearest integer, ties away from zero."""
+    n = (abs(x.numerator) * 2 + x.denominator) // (2 * x.denominator)
+    return n if x >= 0 else -n
+
+
+def exact_bpm(bpm: float) -> Fraction:
+    """The tempo as an exact fraction, rounded to a thousandth (a float32 60.2 is 60.2)."""
+    return Fraction(round(bpm * 1000), 1000)
+
+
+def bar_frames(bars: int, bpm: Fraction, beats_per_bar: int, sample_rate: int) -> int:
+    """Frames of ``bars`` bars: round(bars * beats_per_bar * 60 * sample_rate / bpm)."""
+    return round_half_away(Fraction(bars * beats_per_bar * 60 * sample_rate) / bpm)
+
+
+def _in_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low:g}, {high:g}], got {value:g}")
+
+
+def _add_sampling_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", default="default",
+                   help="'default', 'debug', or a checkpoint folder (native, Hugging Face, "
+                        "audiocraft, ONNX bundle); default: %(default)s")
+    p.add_argument("-o", "--output", required=True, type=Path, help="WAV file to write")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="decoding: ar (MusicGen), magnet or hybrid (MAGNeT models); "
+                        "default: the model's first mode")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="nucleus sampling mass (> 0 overrides --top-k)")
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance coefficient")
+    p.add_argument("--sample-rate", type=int, default=None,
+                   help="sample rate of the WAV (default: the model's, or the input's for continue)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``generate`` and ``continue`` subcommands."""
+    gen = sub.add_parser("generate", help="generate music from a text prompt into a WAV file",
+                         description=__doc__.splitlines()[0])
+    gen.add_argument("prompt", help="text description, e.g. 'dusty boom-bap drums, vinyl crackle'")
+    length = gen.add_mutually_exclusive_group(required=True)
+    length.add_argument("--duration", type=float, help="seconds of audio")
+    length.add_argument("--bars", type=int, help="number of bars (needs --bpm)")
+    gen.add_argument("--bpm", type=float, help="tempo in beats per minute (with --bars); "
+                                              "'bpm: N' is added to the prompt")
+    gen.add_argument("--beats-per-bar", type=int, default=4, help="meter numerator (default 4)")
+    _add_sampling_options(gen)
+    gen.set_defaults(func=run_generate)
+
+    cont = sub.add_parser("continue", help="continue a WAV file with generated music",
+                          description="Continue the end of a WAV file; the output holds the "
+                                      "prompt part (as the model re-renders it) then the new audio.")
+    cont.add_argument("input", type=Path, help="WAV (or any soundfile-readable) file to continue")
+    cont.add_argument("prompt", nargs="?", default="", help="text description (optional)")
+    cont.add_argument("--duration", type=float, required=True, help="seconds of new audio")
+    cont.add_argument("--prompt-seconds", type=float, default=10.0,
+                      help="seconds from the end of the input used as the prompt (default 10)")
+    _add_sampling_options(cont)
+    cont.set_defaults(func=run_continue)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from engine.models.pretrained import load_model
+    model = load_model(args.model)
+    if getattr(model, "is_placeholder", False):
+        print(f"barforge {args.command}: NOTE: model 'default' is an untrained RANDOM "
+              "placeholder; the output is noise", file=sys.stderr)
+    return model
+
+
+def _set_params(model: Any, args: argparse.Namespace, duration: float) -> None:
+    params: dict[str, Any] = {"duration": duration}
+    for arg, name in (("mode", "mode"), ("seed", "seed"), ("temperature", "temperature"),
+                      ("top_k", "top_k"), ("top_p", "top_p"), ("cfg", "cfg_coef")):
+        value = getattr(args, arg)
+        if value is not None:
+            params[name] = value
+    model.set_generation_params(**params)
+
+
+def _resample(wav: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """[N, C] float32 at ``from_rate`` -> ``to_rate`` (soxr)."""
+    if from_rate == to_rate:
+        return wav
+    import soxr
+    out = soxr.resample(wav, from_rate, to_rate)
+    return out.reshape(out.shape[0], -1).astype(np.float32, copy=False)
+
+
+def write_wav(path: Path, wav: np.ndarray, sample_rate: int) -> None:
+    """Write [N, C] float32 atomically (a temporary file renamed over ``path``)."""
+    import soundfile as sf
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".wav", dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, wav, sample_rate, subtype="FLOAT", format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _to_numpy(wav: torch.Tensor) -> np.ndarray:
+    return wav[0].detach().float().cpu().numpy().T.copy()  # [C, N] -> [N, C]
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from engine.conditioners.text import describe
+    if args.sample_rate is not None:
+        _in_range("--sample-rate", args.sample_rate, 8000, 192000)
+    description, exact = args.prompt, None
+    if args.bars is not None:
+        if args.bpm is None:
+            raise ValueError("--bars needs --bpm")
+        _in_range("--bars", args.bars, 1, 64)
+        _in_range("--bpm", args.bpm, 20, 400)
+        _in_range("--beats-per-bar", args.beats_per_bar, 1, 32)
+        bpm = exact_bpm(args.bpm)
+        description = describe(args.prompt, bpm=int(bpm) if bpm.denominator == 1 else float(bpm))
+    else:
+        if args.bpm is not None:
+            raise ValueError("--bpm goes with --bars (use one of --duration or --bars/--bpm)")
+        _in_range("--duration", args.duration, 0.02, 3600)
+    model = _load(args)
+    out_rate = args.sample_rate or model.sample_rate
+    if args.bars is not None:
+        exact = bar_frames(args.bars, bpm, args.beats_per_bar, out_rate)
+        seconds = exact / out_rate
+    else:
+        seconds = args.duration
+        exact = round(seconds * out_rate)
+    _set_params(model, args, seconds + MARGIN_FRAMES / model.frame_rate)
+    wav = _to_numpy(model.generate([description], progress=True))
+    wav = _resample(wav, model.sample_rate, out_rate)
+    assert wav.shape[0] >= exact, "the margin must cover resampling"
+    write_wav(args.output, wav[:exact], out_rate)
+    print(f"wrote {args.output}: {exact} frames ({exact / out_rate:.3f} s) at {out_rate} Hz, "
+          f"{wav.shape[1]} channel(s); prompt: {description!r}; model: {model.name}")
+    return 0
+
+
+def run_continue(args: argparse.Namespace) -> int:
+    import soundfile as sf
+    _in_range("--duration", args.duration, 0.02, 3600)
+    if not args.input.is_file():
+        raise FileNotFoundError(f"input audio not found: {args.input}")
+    try:
+        audio, in_rate = sf.read(str(args.input), dtype="float32", always_2d=True)  # [N, C]
+    except RuntimeError as e:
+        raise ValueError(f"{args.input}: not a readable audio file ({e})") from e
+    if audio.shape[0] == 0:
+        raise ValueError(f"{args.input} holds no audio")
+    model = _load(args)
+    out_rate = args.sample_rate or in_rate
+    _in_range("--sample-rate", out_rate, 8000, 192000)
+    max_prompt = model.max_duration / 2
+    _in_range("--prompt-seconds", args.prompt_seconds, 0.02, max_prompt)
+    prompt = audio[-int(round(args.prompt_seconds * in_rate)):]
+    prompt_s = prompt.shape[0] / in_rate
+    # the prompt's codec frames (rounded up) plus the new audio plus a margin
+    prompt_frames = int(np.ceil(prompt_s * model.frame_rate))
+    _set_params(model, args, (prompt_frames + MARGIN_FRAMES) / model.frame_rate + args.duration)
+    tensor = torch.from_numpy(np.ascontiguousarray(prompt.T))[None]  # [1, C, N]
+    wav = _to_numpy(model.generate_continuation(tensor, int(in_rate),
+                                                [args.prompt] if args.prompt else None,
+                                                progress=True))
+    wav = _resample(wav, model.sample_rate, out_rate)
+    exact = round((prompt_s + args.duration) * out_rate)
+    write_wav(args.output, wav[:exact], out_rate)
+    print(f"wrote {args.output}: {min(exact, wav.shape[0])} frames at {out_rate} Hz "
+          f"({prompt_s:.3f} s of prompt + {args.duration:.3f} s new); model: {model.name}")
+    return 0

@@ -1,0 +1,1 @@
+"""Training: codec, AR LM and MAGNeT LM objectives, and ``barforge train``."""

@@ -1,0 +1,197 @@
+"""``barforge train codec|lm|magnet|package``: train on a synth corpus, then assemble a model.
+
+Examples (one process; add ``torchrun --nproc_per_node N -m engine.cli`` in front for DDP)::
+
+    barforge train codec  --data corpus --out runs/codec --steps 20000 --batch-size 8
+    barforge train lm     --data corpus --codec runs/codec --out runs/ar --steps 20000
+    barforge train magnet --data corpus --codec runs/codec --out runs/magnet --steps 20000
+    barforge train package --codec runs/codec --lm runs/magnet --ar-lm runs/ar --out model
+
+Each ``--out`` folder receives only weights (safetensors) and JSON; the resumable state
+(optimizer, scheduler) is kept in ``<out>.train/`` (``--resume`` continues from it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from engine.training.common import LoopOptions, checkpoint_dir, run_training, setup_distributed
+
+
+def _common(p: argparse.ArgumentParser, lr: float, batch: int) -> None:
+    p.add_argument("--data", required=True, help="synth corpus folder (barforge data synth --out)")
+    p.add_argument("--out", required=True, help="folder for the trained weights")
+    p.add_argument("--steps", type=int, default=10000, help="total optimisation steps")
+    p.add_argument("--batch-size", type=int, default=batch, help=f"per-process batch (default {batch})")
+    p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
+    p.add_argument("--warmup", type=int, default=500, help="linear warm-up steps")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip (0: none)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from <out>.train/checkpoint.pt")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _lm_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--codec", required=True, help="a `train codec --out` folder (tokenizes the corpus)")
+    p.add_argument("--segment-s", type=float, default=8.0, help="training segment length in seconds")
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--cond-dropout", type=float, default=0.1, help="null-condition rate (for CFG)")
+    p.add_argument("--text-encoder", choices=("minilm", "debug"), default="minilm",
+                   help="minilm: all-MiniLM-L6-v2 from its package; debug: tiny random (tests)")
+
+
+def _setup(args: argparse.Namespace):
+    if args.steps < 1 or args.batch_size < 1:
+        raise ValueError(f"--steps and --batch-size must be >= 1, got {args.steps}, {args.batch_size}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dist = setup_distributed(args.device)
+    opts = LoopOptions(steps=args.steps, out=Path(args.out), seed=args.seed, resume=args.resume,
+                       checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    return dist, opts
+
+
+def _report(kind: str, result: dict, dist, opts: LoopOptions, audio_s_per_step: float) -> None:
+    if not dist.main:
+        return
+    steps_done = opts.steps
+    print(json.dumps({"objective": kind, "steps": steps_done, **{k: round(v, 4) for k, v in result.items()},
+                      "audio_seconds_per_step": audio_s_per_step}))
+
+
+def _run_codec(args: argparse.Namespace) -> int:
+    from engine.models.encodec import CodecConfig
+    from engine.training.codec import CodecLossWeights, CodecTask
+    from engine.training.dataset import AudioCrops
+
+    dist, opts = _setup(args)
+    config = CodecConfig(n_filters=args.filters, dimension=args.dimension, lstm_layers=args.lstm_layers,
+                         n_q=args.n_q, bins=args.bins, ratios=tuple(args.ratios))
+    data = AudioCrops(args.data, config.sample_rate, round(args.crop_s * config.sample_rate))
+    weights = CodecLossWeights(l1=args.l1_weight, mel=args.mel_weight, stft=args.stft_weight,
+                               adv=args.adv_weight, feat=args.feat_weight)
+    task = CodecTask(config, data, dist, batch_size=args.batch_size, lr=args.lr, steps=args.steps,
+                     warmup=args.warmup, grad_clip=args.grad_clip, weights=weights,
+                     adv_start=args.adv_start, disc_filters=args.disc_filters, seed=args.seed)
+    result = run_training(task, opts, dist)
+    _report("codec", result, dist, opts, args.batch_size * dist.world * args.crop_s)
+    return 0
+
+
+def _lm_data(args: argparse.Namespace, dist, segment: int):
+    from engine.training.codec import load_trained_codec
+    from engine.training.dataset import CodeSegments, encode_corpus
+
+    cache = checkpoint_dir(args.out) / f"codes_train_{segment}.pt"
+    if dist.main and not cache.is_file():
+        if args.text_encoder == "debug":
+            from engine.conditioners.text import debug_text_encoder
+            encoder = debug_text_encoder()
+        else:
+            from engine.conditioners.text import MiniLMTextEncoder
+            encoder = MiniLMTextEncoder()
+        encode_corpus(args.data, load_trained_codec(args.codec), encoder, cache, segment,
+                      device=dist.device, progress=not args.quiet)
+    if dist.enabled:
+        torch.distributed.barrier()
+    return CodeSegments(cache, segment)
+
+
+def _run_lm(args: argparse.Namespace, kind: str) -> int:
+    from engine.models.lm import LMConfig
+    from engine.training.codec import load_trained_codec
+
+    dist, opts = _setup(args)
+    codec = load_trained_codec(args.codec)
+    segment = round(args.segment_s * codec.frame_rate)
+    data = _lm_data(args, dist, segment)
+    config = LMConfig(n_q=codec.num_codebooks, card=codec.cardinality, dim=args.dim,
+                      num_heads=args.heads, num_layers=args.layers, cond_dim=data.cond_dim,
+                      causal=kind == "ar")
+    meta = {"segment_frames": segment, "text_encoder": {"kind": args.text_encoder},
+            "codec_dir": str(args.codec)}
+    common = dict(batch_size=args.batch_size, lr=args.lr, steps=args.steps, warmup=args.warmup,
+                  grad_clip=args.grad_clip, cond_dropout=args.cond_dropout, seed=args.seed,
+                  extra_meta=meta)
+    if kind == "ar":
+        from engine.training.lm import LMTask
+        task = LMTask(config, data, dist, **common)
+    else:
+        from engine.training.magnet import MagnetTask
+        task = MagnetTask(config, data, dist, span_len=args.span_len,
+                          attn_band=None if args.attn_band < 0 else args.attn_band, **common)
+    result = run_training(task, opts, dist)
+    _report(kind, result, dist, opts, args.batch_size * dist.world * args.segment_s)
+    return 0
+
+
+def _run_package(args: argparse.Namespace) -> int:
+    from engine.models.native_format import NativeCheckpoint, save_native
+    from engine.training.codec import load_trained_codec
+    from engine.training.lm import load_trained_lm
+
+    codec = load_trained_codec(args.codec)
+    lm, meta = load_trained_lm(args.lm)
+    ar_lm, ar_meta = load_trained_lm(args.ar_lm) if args.ar_lm else (None, None)
+    if ar_meta is not None and ar_meta["objective"] != "ar":
+        raise ValueError(f"--ar-lm {args.ar_lm} holds a {ar_meta['objective']} LM, expected an AR one")
+    family = "magnet" if meta["objective"] == "magnet" else "musicgen"
+    frames = meta["segment_frames"]
+    ckpt = NativeCheckpoint(
+        family=family, codec_config=codec.config.to_dict(), lm_config=meta["lm"],
+        text_encoder=meta["text_encoder"], sample_rate=codec.sample_rate,
+        max_duration=frames / codec.frame_rate, codec_state=codec.state_dict(), lm_state=lm.state_dict(),
+        ar_lm_config=ar_meta["lm"] if ar_meta else None, ar_lm_state=ar_lm.state_dict() if ar_lm else None)
+    path = save_native(args.out, ckpt)
+    print(f"wrote {path.parent}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``train`` with subcommands ``codec``, ``lm``, ``magnet`` and ``package``."""
+    p = sub.add_parser("train", help="train the codec, AR LM or MAGNeT LM", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    tsub = p.add_subparsers(dest="train_command", required=True, metavar="OBJECTIVE")
+    c = tsub.add_parser("codec", help="EnCodec objectives: L1, multi-scale mel, complex STFT, "
+                        "commitment, MS-STFT discriminator")
+    _common(c, lr=3e-4, batch=8)
+    c.add_argument("--crop-s", type=float, default=1.0, help="training crop length in seconds")
+    c.add_argument("--filters", type=int, default=16, help="SEANet base filters")
+    c.add_argument("--dimension", type=int, default=64, help="latent dimension")
+    c.add_argument("--lstm-layers", type=int, default=1)
+    c.add_argument("--n-q", type=int, default=4, help="codebooks")
+    c.add_argument("--bins", type=int, default=1024, help="codebook size")
+    c.add_argument("--ratios", type=int, nargs="+", default=[8, 5, 4, 4], help="decoder strides (hop = product)")
+    c.add_argument("--l1-weight", type=float, default=0.1)
+    c.add_argument("--mel-weight", type=float, default=1.0)
+    c.add_argument("--stft-weight", type=float, default=1.0, help="complex-STFT (phase-aware) term")
+    c.add_argument("--adv-weight", type=float, default=1.0)
+    c.add_argument("--feat-weight", type=float, default=1.0)
+    c.add_argument("--adv-start", type=int, default=-1,
+                   help="step at which the MS-STFT discriminator starts (-1: no discriminator)")
+    c.add_argument("--disc-filters", type=int, default=16)
+    c.set_defaults(func=_run_codec)
+    for kind, helptext in (("lm", "AR LM: cross-entropy over the delay pattern"),
+                           ("magnet", "MAGNeT LM: span masking, loss on masked tokens")):
+        q = tsub.add_parser(kind, help=helptext)
+        _common(q, lr=5e-4, batch=16)
+        _lm_flags(q)
+        if kind == "magnet":
+            q.add_argument("--span-len", type=int, default=3)
+            q.add_argument("--attn-band", type=int, default=5,
+                           help="restricted context of codebooks >= 1 in frames (-1: none)")
+        q.set_defaults(func=lambda a, kind=kind: _run_lm(a, "ar" if kind == "lm" else "magnet"))
+    k = tsub.add_parser("package", help="assemble trained parts into a native model folder")
+    k.add_argument("--codec", required=True, help="a `train codec --out` folder")
+    k.add_argument("--lm", required=True, help="a `train magnet` (or `train lm`) --out folder")
+    k.add_argument("--ar-lm", default=None, help="optional `train lm --out` folder (hybrid/AR modes)")
+    k.add_argument("--out", required=True, help="the model folder to write")
+    k.set_defaults(func=_run_package)

@@ -1,0 +1,136 @@
+"""Training the autoregressive LM (MusicGen): cross-entropy over the delay pattern.
+
+Codes [B, K, T] become the delayed sequence [B, K, T + K] (step 0 all special); the LM reads
+steps 0..S-2 and predicts steps 1..S-1, and the loss counts only real tokens (the special token
+fills the delay corners). With probability ``cond_dropout`` a row's text condition is replaced
+by the null condition (all-zero mask), which is what classifier-free guidance subtracts at
+generation time. ``LMTask`` also carries what the MAGNeT objective shares (engine/training/magnet.py).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from torch.nn import functional as F
+
+from engine.decoding.delay_pattern import DelayPattern
+from engine.models.lm import LMConfig, LMModel
+from engine.training.common import Dist, clip_and_step, make_optimizer, warmup_cosine, wrap_ddp
+
+
+class ConditionedLM(nn.Module):
+    """``LMModel`` with its text projection inside ``forward``, so DDP sees one forward pass."""
+
+    def __init__(self, lm: LMModel):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, tokens: torch.Tensor, hidden: torch.Tensor, mask: torch.Tensor,
+                **kwargs) -> torch.Tensor:
+        cond = self.lm.project_condition(hidden, mask)                    # [B, L, D]
+        return self.lm(tokens, self.lm.cross_kv(cond), **kwargs)
+
+
+def drop_condition(hidden: torch.Tensor, mask: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows replaced by the null condition (zeros, mask 0) with probability ``p`` each."""
+    if p <= 0:
+        return hidden, mask
+    drop = torch.rand(hidden.shape[0], device=hidden.device) < p           # [B]
+    return (hidden.masked_fill(drop[:, None, None], 0.0), mask.masked_fill(drop[:, None], 0))
+
+
+class LMTask:
+    """The AR objective for ``run_training``; subclasses change ``compute_loss``."""
+
+    kind = "ar"
+    causal = True
+    find_unused = False
+
+    def __init__(self, config: LMConfig, data, dist: Dist, *, batch_size: int, lr: float,
+                 steps: int, warmup: int = 500, grad_clip: float = 1.0, weight_decay: float = 0.1,
+                 cond_dropout: float = 0.1, seed: int = 0, extra_meta: dict | None = None):
+        if config.causal != self.causal:
+            raise ValueError(f"the {self.kind} objective needs LMConfig(causal={self.causal})")
+        self.config, self.data, self.dist = config, data, dist
+        self.batch_size, self.grad_clip, self.cond_dropout = batch_size, grad_clip, cond_dropout
+        self.extra_meta = extra_meta or {}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)                     # same initial weights on every rank
+            self.model = LMModel(config).to(dist.device)
+            _init_weights(self.model)
+        self.ddp = wrap_ddp(ConditionedLM(self.model), dist, find_unused=self.find_unused)
+        self.opt = make_optimizer(self.model.named_parameters(), lr, weight_decay)
+        self.sched = warmup_cosine(self.opt, warmup, steps)
+        self.pattern = DelayPattern(config.n_q)
+
+    def state(self) -> dict[str, object]:
+        return {"model": self.model, "opt": self.opt, "sched": self.sched}
+
+    def compute_loss(self, codes: torch.Tensor, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the real tokens of the delayed sequence of ``codes`` [B, K, T]."""
+        special = self.model.special_token_id
+        seq = self.pattern.build(codes, special)                           # [B, K, T + K]
+        inputs, targets = seq[..., :-1], seq[..., 1:]                      # [B, K, S]
+        logits = self.ddp(inputs, hidden, mask)                            # [B, K, S, card]
+        valid = targets != special
+        return F.cross_entropy(logits[valid], targets[valid])
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        codes, hidden, mask = self.data.sample(self.batch_size)
+        d = self.dist.device
+        return codes.to(d), hidden.to(d), mask.to(d)
+
+    @torch.no_grad()
+    def eval_loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> float:
+        """The loss on ``batch`` (codes, hidden, mask) with the full condition, no update."""
+        self.model.eval()
+        return float(self.compute_loss(*(t.to(self.dist.device) for t in batch)))
+
+    def train_step(self, step: int) -> dict[str, float]:
+        return self.update(self.batch())
+
+    def update(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        """One optimisation step on ``batch`` (codes [B, K, T], hidden [B, L, C], mask [B, L])."""
+        codes, hidden, mask = (t.to(self.dist.device) for t in batch)
+        self.model.train()
+        hidden, mask = drop_condition(hidden, mask, self.cond_dropout)
+        loss = self.compute_loss(codes, hidden, mask)
+        loss.backward()
+        norm = clip_and_step(self.model, self.opt, self.sched, self.grad_clip)
+        return {"ce": float(loss), "grad": norm}
+
+    def export(self, out_dir: Path, step: int, losses: dict[str, float]) -> None:
+        """``lm.safetensors`` + ``lm.json`` (config, objective, steps, last losses)."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}
+        save_file(state, str(out_dir / "lm.safetensors"), metadata={"format": "barforge"})
+        (out_dir / "lm.json").write_text(json.dumps({
+            "lm": self.config.to_dict(), "objective": self.kind, "steps": step, "losses": losses,
+            "batch_size": self.batch_size, "world": self.dist.world,
+            "cond_dropout": self.cond_dropout, **self.extra_meta}, indent=1))
+
+
+def _init_weights(model: LMModel, std: float = 0.02) -> None:
+    """GPT-style init: normal(0, 0.02) for linears and embeddings, zero biases."""
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+
+def load_trained_lm(directory: str | Path) -> tuple[LMModel, dict]:
+    """The LM a ``train lm`` / ``train magnet`` run wrote into ``directory``, and its lm.json."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    if not (directory / "lm.json").is_file():
+        raise FileNotFoundError(f"{directory}: no lm.json (is it a `barforge train lm|magnet --out` folder?)")
+    meta = json.loads((directory / "lm.json").read_text())
+    model = LMModel(LMConfig.from_dict(meta["lm"]))
+    model.load_state_dict(load_file(str(directory / "lm.safetensors")))
+    return model.eval(), meta

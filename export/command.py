@@ -1,0 +1,40 @@
+"""``barforge export``: write an ONNX bundle (and optionally a Triton model repository)."""
+from __future__ import annotations
+
+import argparse
+
+from export.bundle import DEFAULT_OPSET
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``export`` subcommand."""
+    p = sub.add_parser("export", help="export a model as an ONNX bundle (see docs/ONNX.md)",
+                       description="Export a MusicGen / MAGNeT model as an ONNX bundle: "
+                                   "text encoder, codec encoder/decoder and LM graphs with "
+                                   "KV-cache I/O, each validated against PyTorch.")
+    p.add_argument("--model", required=True,
+                   help="'debug', 'default', or a checkpoint directory (HF, audiocraft, native)")
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
+                   help="weights and compute type; fp16 is for the CUDA provider (default fp32)")
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="dynamic int8 quantization of the LM and text graphs, for CPU")
+    p.add_argument("--triton", metavar="DIR", default=None,
+                   help="also write a Triton Inference Server model repository to DIR")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out directory")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.models.pretrained import load_model
+    from export.bundle import export_bundle
+
+    model = load_model(args.model)
+    manifest = export_bundle(model, args.out, dtype=args.dtype, quantize=args.quantize,
+                             triton_dir=args.triton, opset=args.opset, overwrite=args.force)
+    size = sum(f["bytes"] for f in manifest["files"].values())
+    print(f"bundle written to {args.out}: {len(manifest['graphs'])} graphs, "
+          f"{size / 1e6:.1f} MB")
+    return 0

@@ -1,0 +1,174 @@
+"""ONNX bundles of the debug models: export, reload, and decode the same codes as PyTorch."""
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from engine.backends.onnx_backend import load_bundle, open_bundle, read_manifest
+from engine.models.pretrained import build_debug_model
+from export.bundle import export_bundle, op_types
+
+TEXTS = ["lofi drums", "bright synth arpeggio"]
+
+
+@pytest.fixture(scope="module")
+def musicgen():
+    return build_debug_model()
+
+
+@pytest.fixture(scope="module")
+def bundle(musicgen, tmp_path_factory):
+    out = tmp_path_factory.mktemp("b") / "musicgen"
+    export_bundle(musicgen, out, log=lambda s: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def magnet_pair(tmp_path_factory):
+    from engine.models.magnet import debug_magnet
+    model = debug_magnet()
+    out = tmp_path_factory.mktemp("m") / "magnet"
+    export_bundle(model, out, log=lambda s: None)
+    return model, load_bundle(out, provider="cpu")
+
+
+def _greedy(model, duration=1.0):
+    model.set_generation_params(duration=duration, use_sampling=False, cfg_coef=3.0)
+    return model.generate(TEXTS, return_tokens=True)
+
+
+def test_greedy_ar_codes_match_pytorch_and_audio_within_tolerance(musicgen, bundle):
+    onnx_model = load_bundle(bundle, provider="cpu")
+    wav_t, codes_t = _greedy(musicgen)
+    wav_o, codes_o = _greedy(onnx_model)
+    assert torch.equal(codes_t, codes_o)
+    assert wav_o.shape == wav_t.shape
+    assert float((wav_o - wav_t).abs().max()) < 1e-4
+
+
+def test_continuation_runs_through_the_codec_encoder_graph(musicgen, bundle):
+    onnx_model = load_bundle(bundle, provider="cpu")
+    prompt = torch.randn(1, 1, 32000 // 2)
+    for m in (musicgen, onnx_model):
+        m.set_generation_params(duration=1.0, use_sampling=False)
+    codes_t = musicgen.generate_continuation(prompt, 32000, ["go on"], return_tokens=True)[1]
+    codes_o = onnx_model.generate_continuation(prompt, 32000, ["go on"], return_tokens=True)[1]
+    assert torch.equal(codes_t, codes_o)
+
+
+@pytest.mark.parametrize("mode", ["magnet", "hybrid"])
+def test_greedy_magnet_and_hybrid_codes_match_pytorch(magnet_pair, mode):
+    torch_model, onnx_model = magnet_pair
+    out = []
+    for m in (torch_model, onnx_model):
+        m.set_generation_params(duration=2.0, mode=mode, use_sampling=False,
+                                decoding_steps=(3, 2, 2, 2), seed=0)
+        out.append(m.generate(TEXTS, return_tokens=True))
+    assert torch.equal(out[0][1], out[1][1])
+    assert float((out[0][0] - out[1][0]).abs().max()) < 1e-4
+
+
+def test_step_graph_io_follows_manifest_and_has_no_if_node(bundle):
+    manifest = read_manifest(bundle)
+    spec = manifest["graphs"]["lm_step"]
+    assert "If" not in op_types(bundle / spec["file"])
+    sess = ort.InferenceSession(str(bundle / spec["file"]), providers=["CPUExecutionProvider"])
+    lm = manifest["lms"]["ar"]
+    L, H, Dh = lm["num_layers"], lm["num_heads"], lm["head_dim"]
+    past = [f"past_key_values.{i}.decoder.{kv}" for i in range(L) for kv in ("key", "value")]
+    present = [f"present.{i}.decoder.{kv}" for i in range(L) for kv in ("key", "value")]
+    cross = [f"past_key_values.{i}.encoder.{kv}" for i in range(L) for kv in ("key", "value")]
+    assert [i.name for i in sess.get_inputs()] == [i["name"] for i in spec["inputs"]]
+    assert [i["name"] for i in spec["inputs"]] == ["input_ids", *past, *cross]
+    assert [o["name"] for o in spec["outputs"]] == ["logits", *present]
+    for io in sess.get_inputs():
+        want = next(i for i in spec["inputs"] if i["name"] == io.name)["shape"]
+        assert io.shape == want
+    assert next(i for i in spec["inputs"] if i["name"] == past[0])["shape"] == \
+        ["batch", H, "past_seq", Dh]
+
+
+@pytest.mark.parametrize("batch,cond_seq", [(1, 1), (2, 4), (3, 9)])
+def test_dynamic_past_length_from_zero_to_the_window(bundle, musicgen, batch, cond_seq):
+    """Every dynamic axis of lm_step at several sizes, past 0 .. window, against PyTorch."""
+    from export.graphs import LMStepGraph
+    manifest = read_manifest(bundle)
+    lm_info = manifest["lms"]["ar"]
+    window = lm_info["max_steps"]
+    sess = ort.InferenceSession(str(bundle / "lm_step.onnx"), providers=["CPUExecutionProvider"])
+    ref = LMStepGraph(musicgen.lm).eval()
+    rng = np.random.default_rng(batch)
+    L, H, Dh = lm_info["num_layers"], lm_info["num_heads"], lm_info["head_dim"]
+    for past_len in (0, 1, 37, window - 1):
+        feed = {"input_ids": rng.integers(0, musicgen.lm.card + 1, (batch, 4, 1))}
+        for i in range(L):
+            for kv in ("key", "value"):
+                feed[f"past_key_values.{i}.decoder.{kv}"] = rng.standard_normal(
+                    (batch, H, past_len, Dh), dtype=np.float32)
+                feed[f"past_key_values.{i}.encoder.{kv}"] = rng.standard_normal(
+                    (batch, H, cond_seq, Dh), dtype=np.float32)
+        got = sess.run(None, feed)
+        with torch.no_grad():
+            want = ref(*[torch.from_numpy(np.asarray(feed[i.name])) for i in sess.get_inputs()])
+        assert got[1].shape == (batch, H, past_len + 1, Dh)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w.numpy(), atol=2e-5)
+
+
+def test_codec_graphs_keep_length_and_batch_dynamic(bundle, musicgen):
+    codec = open_bundle(bundle, provider="cpu").codec
+    for batch, frames in ((1, 5), (2, 13), (3, 40)):
+        wav = torch.randn(batch, 1, frames * 640)
+        codes = codec.encode(wav)
+        assert torch.equal(codes, musicgen.compression_model.encode(wav))
+        out = codec.decode(codes)
+        ref = musicgen.compression_model.decode(codes)
+        assert out.shape == ref.shape == (batch, 1, frames * 640)
+        assert float((out - ref).abs().max()) < 1e-5
+
+
+def test_export_refuses_a_model_it_cannot_represent(tmp_path, musicgen):
+    half = build_debug_model()
+    half.lm.half()
+    with pytest.raises(ValueError, match="float32"):
+        export_bundle(half, tmp_path / "half", log=lambda s: None)
+    from dataclasses import replace
+
+    from engine.models.lm import LMModel
+    melody = build_debug_model()
+    melody.lm = LMModel(replace(musicgen.lm.cfg, cond_dim=0, chroma_bins=12))
+    with pytest.raises(ValueError, match="melody"):
+        export_bundle(melody, tmp_path / "melody", log=lambda s: None)
+    assert not (tmp_path / "half").exists() and not (tmp_path / "melody.partial").exists()
+
+
+def test_bundle_with_wrong_sha256_or_missing_file_is_refused(bundle, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(bundle, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["files"]["lm_step.onnx"]["sha256"] = "0" * 64
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="lm_step.onnx has sha256"):
+        load_bundle(bad, provider="cpu")
+    missing = tmp_path / "missing"
+    shutil.copytree(bundle, missing)
+    (missing / "codec_decoder.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match="codec_decoder.onnx .*missing"):
+        load_bundle(missing, provider="cpu")
+    with pytest.raises(FileNotFoundError, match="not an ONNX bundle"):
+        load_bundle(tmp_path, provider="cpu")
+
+
+def test_manifest_lists_model_numbers_and_every_file(bundle):
+    m = read_manifest(bundle)
+    assert (m["sample_rate"], m["frame_rate"], m["num_codebooks"]) == (32000, 50.0, 4)
+    assert m["special_token_id"] == m["card"] and m["opset"] == 17
+    assert set(m["graphs"]) == {"text_encoder", "codec_encoder", "codec_decoder", "lm_cross",
+                                "lm_prefill", "lm_step"}
+    assert all(f in m["files"] for f in ("tokenizer/tokenizer.json", "lm_step.onnx"))
+    for g in m["graphs"].values():
+        onnx.checker.check_model(str(bundle / g["file"]))
