@@ -49,12 +49,12 @@ def _summary(rows: list[dict], keys: list[str]) -> dict:
     return {k: float(np.mean([r[k] for r in rows])) for k in keys}
 
 
-def eval_codec(codec, corpus: str, out: Path, items: int, seconds: float) -> dict:
+def eval_codec(codec, corpus: str, out: Path, items: int, seconds: float, split: str = "valid") -> dict:
     from engine.training.dataset import load_wav, read_index
 
     sr = codec.sample_rate
     rows = []
-    for item in read_index(corpus, "valid")[:items]:
+    for item in read_index(corpus, split)[:items]:
         wav = load_wav(corpus, item, sr)[:round(seconds * sr)]
         x = torch.from_numpy(wav)[None, None]
         with torch.inference_mode():
@@ -75,7 +75,7 @@ def loop_metrics(wav: np.ndarray, sr: int, bpm: float, key: str, drums: bool, dr
     """The generated-loop metrics of one clip against what was asked."""
     tempo = M.estimate_tempo(wav, sr)
     found_key = M.estimate_key(wav, sr)
-    ratio = M.percussive_ratio(wav)
+    ratio = M.percussive_ratio(wav, sr)
     return {"bpm_asked": bpm, "bpm_found": tempo, "tempo_ok": M.tempo_error(tempo, bpm) <= 0.02,
             "tempo_ok_octave": M.octave_tolerant_tempo_error(tempo, bpm) <= 0.02,
             "key_asked": key, "key_found": found_key, "key_ok": found_key == key,
@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.eval_command == "codec":
         from engine.training.codec import load_trained_codec
-        result = eval_codec(load_trained_codec(args.codec), args.data, out, args.items, args.seconds)
+        result = eval_codec(load_trained_codec(args.codec), args.data, out, args.items, args.seconds, args.split)
     elif args.eval_command == "corpus":
         result = eval_corpus(args.data, out, args.items, args.drum_threshold)
     else:
@@ -152,6 +152,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--codec", required=True, help="a `train codec --out` folder")
     c.add_argument("--data", required=True, help="synth corpus (its 'valid' split is used)")
     c.add_argument("--items", type=int, default=20)
+    c.add_argument("--split", choices=("valid", "train", "all"), default="valid")
     c.add_argument("--seconds", type=float, default=8.0, help="seconds of each loop to code")
     g = esub.add_parser("generate", help="tempo / key / drums of generated loops vs the prompt")
     g.add_argument("--model", required=True, help="a model folder or name load_model accepts")
@@ -166,5 +167,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--out", required=True, help="output folder (results.json + PNGs)")
         q.set_defaults(func=_run)
     for q in (g, k):
-        q.add_argument("--drum-threshold", type=float, default=0.2,
+        q.add_argument("--drum-threshold", type=float, default=M.DRUM_THRESHOLD,
                        help="percussive energy share above which a clip has drums")

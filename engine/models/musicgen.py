@@ -103,7 +103,8 @@ class MusicGen:
             raise ValueError(f"{len(self.pattern.delays)} delays for {backend.n_q} codebooks")
         self.provider = getattr(backend, "provider", "torch")
         self._chroma = ChromaExtractor(self.sample_rate)
-        self.set_generation_params(**(generation_defaults or {}))
+        defaults = {"duration": min(8.0, self.max_duration), **(generation_defaults or {})}
+        self.set_generation_params(**defaults)
 
     # ------------------------------------------------------------------ properties
 

@@ -1,0 +1,194 @@
+"""AR vs MAGNeT vs hybrid decoding on identical random weights, CPU, batch 1, CFG on.
+
+Each mode runs in its own subprocess (same seed, so the same weights) so that the peak RSS
+beside each time is that mode's own. MAGNeT's time is set against its arithmetic floor: the
+FLOPs of its sum(decoding_steps) passes divided by a matmul rate measured here at the LM's
+shapes. Full size (magnet-small / musicgen-small shapes: 24 layers, d 1024, 16 heads, 4 x 2048,
+T5-base width 768), 10 s of audio::
+
+    PYTHONPATH=. python3 bench/bench_magnet.py            # minutes; use an idle machine
+    PYTHONPATH=. python3 bench/bench_magnet.py --small    # seconds: 4 layers, d 256, 2 s
+
+Results are appended to bench/RESULTS_magnet.md (``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.backends.base import ConditionTensors  # noqa: E402
+from engine.backends.torch_backend import TorchBackend  # noqa: E402
+from engine.decoding.ar import generate_ar  # noqa: E402
+from engine.decoding.hybrid import generate_hybrid  # noqa: E402
+from engine.decoding.magnet import DEFAULT_ATTN_BAND, generate_magnet, segment_frames  # noqa: E402
+from engine.decoding.magnet_params import MagnetParams  # noqa: E402
+from engine.decoding.params import ARParams  # noqa: E402
+from engine.models.lm import LMConfig, LMModel  # noqa: E402
+
+FRAME_RATE = 50
+TEXT_TOKENS = 12
+HYBRID_PREFIX_S = 1.5
+
+
+@dataclass(frozen=True)
+class Shape:
+    layers: int
+    dim: int
+    heads: int
+    n_q: int
+    card: int
+    cond_dim: int
+    duration: float
+
+    def lm_config(self, causal: bool) -> LMConfig:
+        return LMConfig(n_q=self.n_q, card=self.card, dim=self.dim, num_heads=self.heads,
+                        num_layers=self.layers, cond_dim=self.cond_dim, causal=causal)
+
+
+FULL = Shape(layers=24, dim=1024, heads=16, n_q=4, card=2048, cond_dim=768, duration=10.0)
+SMALL = Shape(layers=4, dim=256, heads=4, n_q=4, card=2048, cond_dim=768, duration=2.0)
+
+
+def build(shape: Shape) -> tuple[LMModel, LMModel, ConditionTensors]:
+    """The MAGNeT LM (non-causal) and an AR LM with the very same weights, and [cond; null]."""
+    torch.manual_seed(0)
+    magnet = LMModel(shape.lm_config(causal=False)).eval()
+    ar = LMModel(shape.lm_config(causal=True)).eval()
+    ar.load_state_dict(magnet.state_dict())
+    hidden = torch.randn(1, TEXT_TOKENS, shape.cond_dim)
+    cond = ConditionTensors(cross=torch.cat([hidden, torch.zeros_like(hidden)]),
+                            cross_mask=torch.cat([torch.ones(1, TEXT_TOKENS),
+                                                  torch.zeros(1, TEXT_TOKENS)]))
+    return magnet, ar, cond
+
+
+def run_mode(mode: str, shape: Shape) -> dict:
+    """Time one generation of ``mode``; returns seconds, forward passes and peak RSS."""
+    magnet_lm, ar_lm, cond = build(shape)
+    frames = int(shape.duration * FRAME_RATE)
+    mp = MagnetParams(duration=shape.duration, seed=0)
+    ap = ARParams(duration=shape.duration, seed=0)
+    passes = []
+    start = time.perf_counter()
+    if mode == "ar":
+        generate_ar(TorchBackend(ar_lm), lambda offset: cond, ap, batch=1, cfg=True,
+                    total_frames=frames, window_frames=frames, stride_frames=frames // 2,
+                    progress_callback=lambda d, t: passes.append(d))
+    elif mode == "magnet":
+        generate_magnet(TorchBackend(magnet_lm), cond, mp, batch=1, cfg=True, n_frames=frames,
+                        attn_band=DEFAULT_ATTN_BAND, progress_callback=lambda d, t: passes.append(d))
+    else:
+        generate_hybrid(TorchBackend(ar_lm), TorchBackend(magnet_lm), cond, ap, mp, batch=1,
+                        cfg=True, n_frames=frames,
+                        prefix_frames=int(HYBRID_PREFIX_S * FRAME_RATE),
+                        ar_window_frames=frames, ar_stride_frames=frames // 2,
+                        attn_band=DEFAULT_ATTN_BAND, progress_callback=lambda d, t: passes.append(d))
+    seconds = time.perf_counter() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"mode": mode, "seconds": seconds, "passes": len(passes), "peak_rss_mib": peak_kib / 1024}
+
+
+def matmul_gflops(shape: Shape, rows: int) -> float:
+    """Measured fp32 matmul rate at the FFN's shape: [rows, D] x [D, 4D]."""
+    a, b = torch.randn(rows, shape.dim), torch.randn(shape.dim, 4 * shape.dim)
+    for _ in range(3):
+        a @ b
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 2.0:
+        a @ b
+        reps += 1
+    seconds = (time.perf_counter() - start) / reps
+    return 2 * rows * shape.dim * 4 * shape.dim / seconds / 1e9
+
+
+def magnet_flops(shape: Shape, band: int | None) -> float:
+    """FLOPs of one generation's MAGNeT passes (2 rows each: CFG), band-limited attention for
+    stages >= 1 when ``band`` is given, else full attention everywhere (what SDPA computes)."""
+    T = segment_frames(int(shape.duration * FRAME_RATE), 3)
+    d, rows = shape.dim, 2
+    total = 0.0
+    for stage, steps in enumerate(MagnetParams(duration=shape.duration).decoding_steps):
+        keys = T if band is None or stage == 0 else min(T, 2 * band + 1)
+        per_layer = 14 * d * d * T + 2 * T * keys * d + 2 * T * TEXT_TOKENS * d  # MACs
+        per_pass = shape.layers * per_layer + T * d * shape.card  # + one codebook's head
+        total += steps * 2 * rows * per_pass
+    return total
+
+
+def child(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    shape = SMALL if args.small else FULL
+    print(json.dumps(run_mode(args.child, shape)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", action="store_true", help="tiny shapes (4 layers, d 256, 2 s)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch threads per run (default: torch's)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS_magnet.md")
+    parser.add_argument("--child", choices=("ar", "magnet", "hybrid"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    torch.set_num_threads(args.threads)
+    shape = SMALL if args.small else FULL
+    results = {}
+    for mode in ("ar", "magnet", "hybrid"):
+        cmd = [sys.executable, __file__, "--child", mode, "--threads", str(args.threads)]
+        cmd += ["--small"] if args.small else []
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        results[mode] = json.loads(out.strip().splitlines()[-1])
+        print(f"{mode:7s} {results[mode]['seconds']:8.2f} s  {results[mode]['passes']:5d} passes  "
+              f"peak RSS {results[mode]['peak_rss_mib']:.0f} MiB", flush=True)
+    T = segment_frames(int(shape.duration * FRAME_RATE), 3)
+    rate = matmul_gflops(shape, 2 * T)
+    floor_full = magnet_flops(shape, None) / (rate * 1e9)
+    floor_band = magnet_flops(shape, DEFAULT_ATTN_BAND) / (rate * 1e9)
+    ar_s, mg_s, hy_s = (results[m]["seconds"] for m in ("ar", "magnet", "hybrid"))
+    lines = [
+        f"\n## {'small' if args.small else 'full'} shapes, {time.strftime('%Y-%m-%d %H:%M')}\n",
+        f"`{' '.join(['python3', 'bench/bench_magnet.py'] + (['--small'] if args.small else []))}`"
+        f" on {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{args.threads} thread(s); LM {shape.layers} layers, d {shape.dim}, {shape.heads} heads, "
+        f"{shape.n_q} x {shape.card}; {shape.duration} s ({T} MAGNeT frames), batch 1, CFG on, "
+        f"steps 20/10/10/10, hybrid prefix {HYBRID_PREFIX_S} s.\n",
+        "| mode | wall s | forward passes | ratio to AR | peak RSS MiB |",
+        "|---|---|---|---|---|",
+    ]
+    for mode, s in (("ar", ar_s), ("magnet", mg_s), ("hybrid", hy_s)):
+        r = results[mode]
+        lines.append(f"| {mode} | {s:.2f} | {r['passes']} | {s / ar_s:.2f} | "
+                     f"{r['peak_rss_mib']:.0f} |")
+    lines += [
+        "",
+        f"Matmul rate at [{2 * T}, {shape.dim}] x [{shape.dim}, {4 * shape.dim}]: {rate:.1f} GFLOP/s. "
+        f"MAGNeT arithmetic floor: {floor_full:.2f} s with full attention in every pass "
+        f"({magnet_flops(shape, None) / 1e9:.0f} GFLOP), {floor_band:.2f} s with band-limited "
+        f"attention for stages >= 1 ({magnet_flops(shape, DEFAULT_ATTN_BAND) / 1e9:.0f} GFLOP); "
+        f"measured MAGNeT / floor(full) = {mg_s / floor_full:.2f}.",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.out.exists():
+        args.out.write_text("# MAGNeT vs AR vs hybrid decoding (bench/bench_magnet.py)\n")
+    with args.out.open("a") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
