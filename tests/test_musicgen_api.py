@@ -220,3 +220,17 @@ def test_cli_rejects_absurd_bars_and_continue_extends_a_file(tmp_path):
                  "--seed", "0", "-o", str(out)]) == 0
     info = sf.info(str(out))
     assert info.samplerate == 44100 and info.frames == round((0.5 + 0.3) * 44100)
+
+
+def test_default_model_without_shipped_weights_warns_loudly(capsys):
+    from engine.models.native_format import is_native_dir
+    from engine.models.pretrained import DEFAULT_MODEL_DIR
+    model = load_model("default")
+    err = capsys.readouterr().err
+    if is_native_dir(DEFAULT_MODEL_DIR):
+        assert not model.is_placeholder and "RANDOMLY" not in err
+    else:
+        assert model.is_placeholder
+        assert "RANDOMLY INITIALISED" in err
+        model.set_generation_params(duration=0.1, seed=0)
+        assert model.generate(["warned"]).shape == (1, 1, 5 * 640)
