@@ -74,8 +74,11 @@ def build(shape: Shape) -> tuple[LMModel, LMModel, ConditionTensors]:
     return magnet, ar, cond
 
 
-def run_mode(mode: str, shape: Shape) -> dict:
-    """Time one generation of ``mode``; returns seconds, forward passes and peak RSS."""
+def run_mode(mode: str, shape: Shape, warm_up: bool = True) -> dict:
+    """Time one generation of ``mode`` (after a short untimed one that warms up the kernels);
+    returns seconds, forward passes and peak RSS."""
+    if warm_up:
+        run_mode(mode, Shape(**{**shape.__dict__, "duration": 1.8}), warm_up=False)
     magnet_lm, ar_lm, cond = build(shape)
     frames = int(shape.duration * FRAME_RATE)
     mp = MagnetParams(duration=shape.duration, seed=0)
@@ -162,7 +165,7 @@ def main() -> None:
     ar_s, mg_s, hy_s = (results[m]["seconds"] for m in ("ar", "magnet", "hybrid"))
     lines = [
         f"\n## {'small' if args.small else 'full'} shapes, {time.strftime('%Y-%m-%d %H:%M')}\n",
-        f"`{' '.join(['python3', 'bench/bench_magnet.py'] + (['--small'] if args.small else []))}`"
+        f"`{' '.join(['python3', 'bench/bench_magnet.py', '--threads', str(args.threads)] + (['--small'] if args.small else []))}`"
         f" on {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{args.threads} thread(s); LM {shape.layers} layers, d {shape.dim}, {shape.heads} heads, "
         f"{shape.n_q} x {shape.card}; {shape.duration} s ({T} MAGNeT frames), batch 1, CFG on, "

@@ -1,4 +1,4 @@
-"""The ``barforge`` command line.
+"""The barforge command line: text-to-loop generation, export, the OSC bridge and the reference host.
 
 Subcommands that belong to other layers (``serve`` in bridge/, ``host`` in plugin_host/,
 ``export`` in export/) register through the ``barforge.commands`` entry-point group, each a

@@ -42,4 +42,25 @@ def convert_fp16(src: Path, dst: Path) -> None:
 
     model = onnx.load(str(src))
     model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    _sort_topologically(model.graph)  # the converter appends its input Casts at the end
     onnx.save(model, str(dst))
+
+
+def _sort_topologically(graph: onnx.GraphProto) -> None:
+    """Reorder ``graph.node`` so every node comes after the producers of its inputs."""
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(name in ready for name in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            raise ValueError(f"graph {graph.name} has a cycle or a dangling input at node "
+                             f"{rest[0].name}")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)

@@ -109,13 +109,22 @@ class MusicGen:
     # ------------------------------------------------------------------ properties
 
     @staticmethod
-    def get_pretrained(name_or_path: str) -> "MusicGen":
-        """``debug``, ``default``, or a local checkpoint directory (see engine/models/pretrained.py)."""
+    def get_pretrained(name_or_path: str, device: str | torch.device | None = None) -> "MusicGen":
+        """``debug``, ``default``, or a local checkpoint directory (see engine/models/pretrained.py),
+        moved to ``device`` when given."""
         from engine.models.pretrained import load_model
         model = load_model(name_or_path)
         if not isinstance(model, MusicGen):
             raise ValueError(f"{name_or_path} is a {type(model).__name__} checkpoint, not MusicGen")
-        return model
+        return model.to(device) if device is not None else model
+
+    def to(self, device: str | torch.device) -> "MusicGen":
+        """Move the LM and the codec (torch models) to ``device``; text encoding and chroma stay
+        on the CPU and their outputs are moved."""
+        for module in (self.lm, self.compression_model):
+            if isinstance(module, torch.nn.Module):
+                module.to(device)
+        return self
 
     @property
     def sample_rate(self) -> int:

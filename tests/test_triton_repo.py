@@ -1,0 +1,57 @@
+"""The Triton model repository written beside a bundle: layout and each config vs the manifest."""
+import re
+
+import pytest
+
+from engine.backends.onnx_backend import read_manifest, sha256_file
+from engine.models.pretrained import build_debug_model
+from export.bundle import export_bundle
+from export.triton import TRITON_DTYPES
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("t")
+    export_bundle(build_debug_model(), root / "bundle", triton_dir=root / "triton",
+                  log=lambda s: None)
+    return root / "bundle", root / "triton"
+
+
+def _parse_config(text: str) -> dict:
+    """name, backend, max_batch_size and the input/output entries of a config.pbtxt."""
+    out = {"name": re.search(r'^name: "([^"]+)"', text, re.M).group(1),
+           "backend": re.search(r'^backend: "([^"]+)"', text, re.M).group(1),
+           "max_batch_size": int(re.search(r"^max_batch_size: (\d+)", text, re.M).group(1))}
+    for kind in ("input", "output"):
+        block = re.search(rf"^{kind} \[\n(.*?)\n\]", text, re.M | re.S).group(1)
+        out[kind] = [(m.group(1), m.group(2), [int(d) for d in m.group(3).split(",")])
+                     for m in re.finditer(r'name: "([^"]+)"\s+data_type: (\w+)\s+dims: \[ ([^\]]*) \]',
+                                          block)]
+    return out
+
+
+def test_repository_has_one_versioned_model_per_graph(repo):
+    bundle, triton = repo
+    manifest = read_manifest(bundle)
+    assert sorted(p.name for p in triton.iterdir()) == sorted(manifest["graphs"])
+    for name, graph in manifest["graphs"].items():
+        assert (triton / name / "config.pbtxt").is_file()
+        model = triton / name / "1" / "model.onnx"
+        assert sha256_file(model) == manifest["files"][graph["file"]]["sha256"]
+
+
+def test_each_config_matches_the_manifest(repo):
+    bundle, triton = repo
+    manifest = read_manifest(bundle)
+    for name, graph in manifest["graphs"].items():
+        cfg = _parse_config((triton / name / "config.pbtxt").read_text())
+        assert cfg["name"] == name and cfg["backend"] == "onnxruntime"
+        assert cfg["max_batch_size"] == 0  # the batch axis is explicit in dims
+        for kind, key in (("input", "inputs"), ("output", "outputs")):
+            want = [(io["name"], TRITON_DTYPES[io["dtype"]],
+                     [d if isinstance(d, int) else -1 for d in io["shape"]]) for io in graph[key]]
+            assert cfg[kind] == want, (name, kind)
+    step = _parse_config((triton / "lm_step" / "config.pbtxt").read_text())
+    lm = manifest["lms"]["ar"]
+    assert ("past_key_values.0.decoder.key", "TYPE_FP32",
+            [-1, lm["num_heads"], -1, lm["head_dim"]]) in step["input"]
