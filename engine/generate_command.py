@@ -57,7 +57,8 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
                    help="nucleus sampling mass (> 0 overrides --top-k)")
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance coefficient")
     p.add_argument("--sample-rate", type=int, default=None,
-                   help="sample rate of the WAV (default: the model's, or the input's for continue)")
+                   help="sample rate of the WAV (default: the model's; for continue, the "
+                        "input's)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -76,7 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     cont = sub.add_parser("continue", help="continue a WAV file with generated music",
                           description="Continue the end of a WAV file; the output holds the "
-                                      "prompt part (as the model re-renders it) then the new audio.")
+                                      "prompt part (as the model re-renders it) then the new "
+                                      "audio.")
     cont.add_argument("input", type=Path, help="WAV (or any soundfile-readable) file to continue")
     cont.add_argument("prompt", nargs="?", default="", help="text description (optional)")
     cont.add_argument("--duration", type=float, required=True, help="seconds of new audio")

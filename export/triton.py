@@ -20,8 +20,10 @@ def _io_block(kind: str, ios: list[dict[str, Any]]) -> str:
     entries = []
     for io in ios:
         dims = ", ".join(str(d) if isinstance(d, int) else "-1" for d in io["shape"])
+        # Triton wants at least one dim: a scalar travels as [1] reshaped to []
+        shape = f"    dims: [ {dims} ]\n" if dims else "    dims: [ 1 ]\n    reshape: { shape: [ ] }\n"
         entries.append(f'  {{\n    name: "{io["name"]}"\n    data_type: {TRITON_DTYPES[io["dtype"]]}\n'
-                       f"    dims: [ {dims} ]\n  }}")
+                       f"{shape}  }}")
     return f"{kind} [\n" + ",\n".join(entries) + "\n]\n"
 
 

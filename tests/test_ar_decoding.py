@@ -112,7 +112,8 @@ def test_prompt_of_other_tokens_is_returned_unchanged(backend):
 
 def test_progress_callback_runs_once_per_forward_pass(backend):
     calls = []
-    _run(backend, ARParams(duration=1.0, seed=0), frames=7, callback=lambda d, t: calls.append((d, t)))
+    _run(backend, ARParams(duration=1.0, seed=0), frames=7,
+         callback=lambda d, t: calls.append((d, t)))
     steps = 7 + backend.n_q - 1
     assert calls == [(i, steps) for i in range(1, steps + 1)]
     calls.clear()

@@ -9,11 +9,12 @@ from export.bundle import export_bundle
 from export.triton import TRITON_DTYPES
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
+@pytest.fixture(scope="module", params=["musicgen", "magnet"])
+def repo(request, tmp_path_factory):
+    from engine.models.magnet import debug_magnet
     root = tmp_path_factory.mktemp("t")
-    export_bundle(build_debug_model(), root / "bundle", triton_dir=root / "triton",
-                  log=lambda s: None)
+    model = build_debug_model() if request.param == "musicgen" else debug_magnet()
+    export_bundle(model, root / "bundle", triton_dir=root / "triton", log=lambda s: None)
     return root / "bundle", root / "triton"
 
 
@@ -24,9 +25,11 @@ def _parse_config(text: str) -> dict:
            "max_batch_size": int(re.search(r"^max_batch_size: (\d+)", text, re.M).group(1))}
     for kind in ("input", "output"):
         block = re.search(rf"^{kind} \[\n(.*?)\n\]", text, re.M | re.S).group(1)
-        out[kind] = [(m.group(1), m.group(2), [int(d) for d in m.group(3).split(",")])
-                     for m in re.finditer(r'name: "([^"]+)"\s+data_type: (\w+)\s+dims: \[ ([^\]]*) \]',
-                                          block)]
+        out[kind] = []
+        for m in re.finditer(r'name: "([^"]+)"\s+data_type: (\w+)\s+dims: \[ ([^\]]*) \]'
+                             r'(\s+reshape: \{ shape: \[ \] \})?', block):
+            dims = [] if m.group(4) else [int(d) for d in m.group(3).split(",")]
+            out[kind].append((m.group(1), m.group(2), dims))
     return out
 
 

@@ -51,7 +51,8 @@ class StepBackend(Protocol):
         ...
 
     def new_cache(self, ctx: Any, max_steps: int) -> Any:
-        """An empty self-attention KV cache for ``max_steps`` sequence steps (prefix included)."""
+        """An empty self-attention KV cache for ``max_steps`` token steps; room for ``ctx``'s prefix
+        (melody / prepended condition) is added by the backend."""
         ...
 
     def step(self, tokens: torch.Tensor, cache: Any, ctx: Any) -> tuple[torch.Tensor, Any]:

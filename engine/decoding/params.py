@@ -49,4 +49,5 @@ class ARParams:
         _check_range("extend_stride", self.extend_stride, 0.0, MAX_DURATION_S, low_open=True)
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
                                       or not 0 <= self.seed <= MAX_SEED):
-            raise ValueError(f"seed must be None or an integer in [0, {MAX_SEED}], got {self.seed!r}")
+            raise ValueError(f"seed must be None or an integer in [0, {MAX_SEED}], "
+                             f"got {self.seed!r}")

@@ -7,7 +7,7 @@ take and return what audiocraft's do (audio [B, C, N] at ``sample_rate``; codes 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import soxr
@@ -15,17 +15,12 @@ import torch
 
 from engine.backends.base import ConditionTensors, StepBackend
 from engine.conditioners.chroma import ChromaExtractor, melody_chroma, null_chroma
+from engine.conditioners.text import TextEncoder
 from engine.decoding.ar import ProgressCallback, generate_ar
 from engine.decoding.delay_pattern import DelayPattern
 from engine.decoding.params import ARParams
 
 MelodyType = torch.Tensor | Sequence[torch.Tensor | None]
-
-
-class TextEncoder(Protocol):
-    """Frozen text encoder: texts -> (hidden [B, L, C], mask [B, L])."""
-
-    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def convert_audio(wav: torch.Tensor, from_rate: int, to_rate: int, channels: int) -> torch.Tensor:
@@ -110,7 +105,7 @@ class MusicGen:
 
     @staticmethod
     def get_pretrained(name_or_path: str, device: str | torch.device | None = None) -> "MusicGen":
-        """``debug``, ``default``, or a local checkpoint directory (see engine/models/pretrained.py),
+        """``debug``, ``default``, or a local checkpoint directory (engine/models/pretrained.py),
         moved to ``device`` when given."""
         from engine.models.pretrained import load_model
         model = load_model(name_or_path)

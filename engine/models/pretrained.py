@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from engine.conditioners.text import MiniLMTextEncoder, T5TextEncoder, debug_text_encoder
-from engine.models.encodec import CodecConfig, EncodecModel, InterleavedStereoCodec, debug_codec_config
+from engine.models.encodec import (CodecConfig, EncodecModel, InterleavedStereoCodec,
+                                   debug_codec_config)
 from engine.models.lm import LMConfig, LMModel, debug_lm_config
 from engine.models.musicgen import MusicGen
 from engine.models.native_format import NativeCheckpoint, is_native_dir, load_native

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -195,3 +196,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--ar-lm", default=None, help="optional `train lm --out` folder (hybrid/AR modes)")
     k.add_argument("--out", required=True, help="the model folder to write")
     k.set_defaults(func=_run_package)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m engine.training.command OBJECTIVE ...``: the ``train`` command on its own,
+    for ``torchrun --nproc_per_node N -m engine.training.command lm ...``."""
+    parser = argparse.ArgumentParser(prog="barforge")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
