@@ -71,7 +71,7 @@ class ARDecoder:
         return self.pattern.num_steps(window.n_frames) - self.pattern.first_step_of_frame(
             window.prompt_frames)
 
-    def decode_window(self, ctx: Any, prefix_len: int, batch: int, cfg: bool, n_frames: int,
+    def decode_window(self, ctx: Any, batch: int, cfg: bool, n_frames: int,
                       params: ARParams, prompt: torch.Tensor | None, rng: SeededGenerator,
                       on_step: Callable[[], None]) -> torch.Tensor:
         """Codes [B, K, n_frames] whose first frames are ``prompt`` [B, K, Tp] unchanged."""
@@ -88,7 +88,7 @@ class ARDecoder:
         if cfg:
             seq = seq.repeat(2, 1, 1)  # [2B, K, S]: the null rows read the same tokens
         start = self.pattern.first_step_of_frame(prompt_frames)
-        cache = self.backend.new_cache(ctx, prefix_len + S - 1)
+        cache = self.backend.new_cache(ctx, S - 1)
         # prefill: step 0 and every step the prompt fills, in one call
         logits, cache = self.backend.step(seq[:, :, :start].contiguous(), cache, ctx)
         seq, to_generate = seq.to(logits.device), to_generate.to(logits.device)
@@ -168,8 +168,7 @@ def generate_ar(backend: StepBackend, conditions: ConditionSource, params: ARPar
             if cond.batch != expected:
                 raise ValueError(f"conditions have {cond.batch} rows, expected {expected}")
             ctx, last_cond = backend.prepare(cond), cond
-        prefix_len = 0 if cond.prefix is None else cond.prefix.shape[1]
-        codes = decoder.decode_window(ctx, prefix_len, batch, cfg, window.n_frames, params,
+        codes = decoder.decode_window(ctx, batch, cfg, window.n_frames, params,
                                       window_prompt, rng, on_step)
         pieces.append(codes[..., window.prompt_frames:])
         stride = stride_frames if len(windows) > 1 else window.n_frames

@@ -78,7 +78,6 @@ class ARRescorer:
             raise ValueError(f"the delay pattern has {self.pattern.n_q} codebooks, the AR LM "
                              f"{backend.n_q}")
         self.ctx = backend.prepare(cond)
-        self.prefix_len = 0 if cond.prefix is None else cond.prefix.shape[1]
 
     def log_probs(self, codes: torch.Tensor, codebook: int) -> torch.Tensor:
         """codes [B, K, T] -> [B, T]: log p_ar(codes[:, codebook, t] | everything before it)."""
@@ -87,7 +86,7 @@ class ARRescorer:
         seq = self.pattern.build(codes.cpu(), special)[..., :-1]  # [B, K, T + K - 1]
         if self.cfg:
             seq = seq.repeat(2, 1, 1)  # [2B, K, T + K - 1]
-        cache = self.backend.new_cache(self.ctx, self.prefix_len + seq.shape[-1])
+        cache = self.backend.new_cache(self.ctx, seq.shape[-1])
         logits, _ = self.backend.step(seq.contiguous(), cache, self.ctx)  # [rows, K, S, card]
         # codebook k of frame t sits at step t + 1 + delay_k: the logits one step before predict it
         delay = self.pattern.delays[codebook]

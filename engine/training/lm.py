@@ -64,7 +64,7 @@ class LMTask:
         self.ddp = wrap_ddp(ConditionedLM(self.model), dist, find_unused=self.find_unused)
         self.opt = make_optimizer(self.model.named_parameters(), lr, weight_decay)
         self.sched = warmup_cosine(self.opt, warmup, steps)
-        self.pattern = DelayPattern(config.n_q)
+        self.pattern = DelayPattern.for_codebooks(config.n_q)
 
     def state(self) -> dict[str, object]:
         return {"model": self.model, "opt": self.opt, "sched": self.sched}
@@ -100,7 +100,7 @@ class LMTask:
         loss = self.compute_loss(codes, hidden, mask)
         loss.backward()
         norm = clip_and_step(self.model, self.opt, self.sched, self.grad_clip)
-        return {"ce": float(loss), "grad": norm}
+        return {"ce": float(loss.detach()), "grad": norm}
 
     def export(self, out_dir: Path, step: int, losses: dict[str, float]) -> None:
         """``lm.safetensors`` + ``lm.json`` (config, objective, steps, last losses)."""

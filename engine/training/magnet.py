@@ -22,9 +22,10 @@ def span_coverage(n_frames: int, span_len: int) -> torch.Tensor:
     lg = torch.lgamma
     n = torch.arange(n_frames + 1, dtype=torch.float64)
     free = float(n_frames - span_len)
-    log_ratio = (lg(torch.tensor(free + 1)) - lg(n + 1) - lg((free - n).clamp(min=0) + 1)
-                 - (lg(torch.tensor(float(n_frames + 1))) - lg(n + 1) - lg(n_frames - n + 1)))
-    cover = 1 - log_ratio.exp()
+    f64 = lambda v: torch.tensor(float(v), dtype=torch.float64)  # noqa: E731
+    log_ratio = (lg(f64(free + 1)) - lg(n + 1) - lg((free - n).clamp(min=0) + 1)
+                 - (lg(f64(n_frames + 1)) - lg(n + 1) - lg(n_frames - n + 1)))
+    cover = (1 - log_ratio.exp()).clamp(0.0, 1.0)
     return torch.where(n > free, torch.ones_like(cover), cover)
 
 
