@@ -154,8 +154,9 @@ def hf_generate(small: bool, steps: int) -> dict:
     torch.manual_seed(SEED)
     model = MusicgenForCausalLM(hf_cfg).eval()
     enc = torch.randn(2, 8, cfg.dim)   # already projected condition, [cond; null] rows
-    ids = torch.full((2 * cfg.n_q, 1), cfg.card, dtype=torch.long)
-    kw = dict(encoder_hidden_states=enc, do_sample=False, guidance_scale=3.0)
+    ids = torch.full((cfg.n_q, 1), cfg.card, dtype=torch.long)   # generate doubles it for CFG
+    kw = dict(encoder_hidden_states=enc, encoder_attention_mask=torch.ones(2, 8, dtype=torch.long),
+              do_sample=False, guidance_scale=3.0, num_return_sequences=1, num_beams=1)
     with torch.inference_mode():
         model.generate(ids, max_new_tokens=4, min_new_tokens=4, **kw)
         t = time.perf_counter()

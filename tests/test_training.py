@@ -131,7 +131,8 @@ def test_checkpoint_resumes_bit_exactly(corpus, codes, tmp_path, objective):
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not torch.equal(a[next(iter(a))], make(4).model.state_dict()[next(iter(a))]) or objective == "codec"
+    fresh = make(4).model.state_dict()
+    assert any(not torch.equal(a[k], fresh[k]) for k in a)          # training changed the weights
     # the shipped folder holds weights and JSON only; the optimizer state lives beside it
     assert {p.suffix for p in (tmp_path / "b").iterdir()} == {".safetensors", ".json"}
     assert (checkpoint_dir(tmp_path / "b") / "checkpoint.pt").is_file()

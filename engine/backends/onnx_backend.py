@@ -144,6 +144,8 @@ def make_session(path: Path, provider: str, threads: int | None = None,
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
+    # no busy-wait between ops: spinning threads steal the cores a step needs on a loaded CPU
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 4 if quiet else 3
     providers = [PROVIDERS["cpu"]] if provider == "cpu" else [PROVIDERS["cuda"], PROVIDERS["cpu"]]
     return ort.InferenceSession(str(path), opts, providers=providers)

@@ -1,0 +1,489 @@
+/*
+ * lv2_harness: a small LV2 host that drives the Barforge Player through the paths lv2apply
+ * cannot reach (urid:map, an atom control port, the worker), block by block, under the
+ * control of a test.
+ *
+ *   lv2_harness PLUGIN.so RATE OUT.f32
+ *
+ * Commands, one per line on stdin; each is answered by one line on stdout ("ok ..." or
+ * "error ..."):
+ *   port INDEX VALUE               set a control input port (index as in the .ttl)
+ *   pos FRAME KEY=VALUE...         queue a time:Position at FRAME (0..127) of the next block;
+ *                                  keys bar (Long), barbeat, beat, bpb, bpm, speed (Float)
+ *   prompt FRAME TEXT...           queue a patch:Set of the prompt (the rest of the line)
+ *   run N                          run N blocks of 128 frames -> "ok FRAMES PLAYING"
+ *   stats                          -> "ok rt NAME=COUNT... probe=N blocks=N median_ns=X max_ns=X"
+ *   quit                           close the output and exit
+ *
+ * Every block's output (out_l, out_r interleaved, float32) is appended to OUT.f32. The audio
+ * inputs carry in_l = (frame % 1000) / 1000, in_r = -in_l, frame counted from the start.
+ *
+ * The worker runs synchronously after each run(): the work scheduled during run() or during
+ * the previous block's work_response, then work_response for each response (in the audio
+ * context, as LV2 requires), then end_run.
+ *
+ * Real-time check: this executable defines malloc, free, pthread_mutex_lock, write, sendto,
+ * shm_open, mmap, nanosleep and friends (it is linked with -rdynamic, so they interpose on the
+ * plugin's calls) and counts every call made while the audio thread is inside run() or
+ * work_response(). A probe during instantiate (which may allocate) proves the interposition
+ * reaches the plugin.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lv2/atom/forge.h>
+#include <lv2/core/lv2.h>
+#include <lv2/patch/patch.h>
+#include <lv2/time/time.h>
+#include <lv2/urid/urid.h>
+#include <lv2/worker/worker.h>
+
+#define BLOCK 128
+#define PLUGIN_URI "http://barforge.dev/lv2/player"
+#define N_PORTS 13
+enum { IN_L, IN_R, OUT_L, OUT_R, CONTROL, PLAYING = 12 };
+
+/* ---- interposition: count calls made from the audio context ------------------------ */
+
+enum {
+    K_MALLOC, K_CALLOC, K_REALLOC, K_FREE, K_MEMALIGN, K_MUTEX_LOCK, K_MUTEX_TRYLOCK,
+    K_COND_WAIT, K_SEM_WAIT, K_WRITE, K_READ, K_SEND, K_SENDTO, K_RECV, K_RECVFROM, K_CLOSE,
+    K_SHM_OPEN, K_MMAP, K_MUNMAP, K_NANOSLEEP, K_CLOCK_NANOSLEEP, K_USLEEP, K_SCHED_YIELD,
+    K_VFPRINTF, K_FPUTS, K_N
+};
+static const char *const k_names[K_N] = {
+    "malloc", "calloc", "realloc", "free", "memalign", "pthread_mutex_lock",
+    "pthread_mutex_trylock", "pthread_cond_wait", "sem_wait", "write", "read", "send", "sendto",
+    "recv", "recvfrom", "close", "shm_open", "mmap", "munmap", "nanosleep", "clock_nanosleep",
+    "usleep", "sched_yield", "vfprintf", "fputs"};
+
+static __thread int in_rt;         /* set while the audio context is inside the plugin */
+static unsigned long counts[K_N];  /* calls seen while in_rt */
+
+#define NOTE(k) do { if (in_rt) ++counts[k]; } while (0)
+
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+extern void *__libc_memalign(size_t, size_t);
+
+void *malloc(size_t n) { NOTE(K_MALLOC); return __libc_malloc(n); }
+void *calloc(size_t a, size_t b) { NOTE(K_CALLOC); return __libc_calloc(a, b); }
+void *realloc(void *p, size_t n) { NOTE(K_REALLOC); return __libc_realloc(p, n); }
+void free(void *p) { NOTE(K_FREE); __libc_free(p); }
+int posix_memalign(void **p, size_t a, size_t n)
+{
+    NOTE(K_MEMALIGN);
+    *p = __libc_memalign(a, n);
+    return *p ? 0 : ENOMEM;
+}
+void *aligned_alloc(size_t a, size_t n) { NOTE(K_MEMALIGN); return __libc_memalign(a, n); }
+
+/* The real ones, looked up once in main() before anything runs. */
+static struct {
+    int (*mutex_lock)(pthread_mutex_t *);
+    int (*mutex_trylock)(pthread_mutex_t *);
+    int (*cond_wait)(pthread_cond_t *, pthread_mutex_t *);
+    int (*sem_wait)(sem_t *);
+    ssize_t (*write)(int, const void *, size_t);
+    ssize_t (*read)(int, void *, size_t);
+    ssize_t (*send)(int, const void *, size_t, int);
+    ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+    ssize_t (*recv)(int, void *, size_t, int);
+    ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+    int (*close)(int);
+    int (*shm_open)(const char *, int, mode_t);
+    void *(*mmap)(void *, size_t, int, int, int, off_t);
+    int (*munmap)(void *, size_t);
+    int (*nanosleep)(const struct timespec *, struct timespec *);
+    int (*clock_nanosleep)(clockid_t, int, const struct timespec *, struct timespec *);
+    int (*usleep)(useconds_t);
+    int (*sched_yield)(void);
+    int (*vfprintf)(FILE *, const char *, va_list);
+    int (*fputs)(const char *, FILE *);
+} real;
+
+static void resolve(void)
+{
+#define R(field, sym) *(void **)(&real.field) = dlsym(RTLD_NEXT, sym)
+    R(mutex_lock, "pthread_mutex_lock");
+    R(mutex_trylock, "pthread_mutex_trylock");
+    R(cond_wait, "pthread_cond_wait");
+    R(sem_wait, "sem_wait");
+    R(write, "write");
+    R(read, "read");
+    R(send, "send");
+    R(sendto, "sendto");
+    R(recv, "recv");
+    R(recvfrom, "recvfrom");
+    R(close, "close");
+    R(shm_open, "shm_open");
+    R(mmap, "mmap");
+    R(munmap, "munmap");
+    R(nanosleep, "nanosleep");
+    R(clock_nanosleep, "clock_nanosleep");
+    R(usleep, "usleep");
+    R(sched_yield, "sched_yield");
+    R(vfprintf, "vfprintf");
+    R(fputs, "fputs");
+#undef R
+}
+
+int pthread_mutex_lock(pthread_mutex_t *m) { NOTE(K_MUTEX_LOCK); return real.mutex_lock(m); }
+int pthread_mutex_trylock(pthread_mutex_t *m) { NOTE(K_MUTEX_TRYLOCK); return real.mutex_trylock(m); }
+int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m) { NOTE(K_COND_WAIT); return real.cond_wait(c, m); }
+int sem_wait(sem_t *s) { NOTE(K_SEM_WAIT); return real.sem_wait(s); }
+ssize_t write(int fd, const void *b, size_t n) { NOTE(K_WRITE); return real.write(fd, b, n); }
+ssize_t read(int fd, void *b, size_t n) { NOTE(K_READ); return real.read(fd, b, n); }
+ssize_t send(int fd, const void *b, size_t n, int fl) { NOTE(K_SEND); return real.send(fd, b, n, fl); }
+ssize_t sendto(int fd, const void *b, size_t n, int fl, const struct sockaddr *a, socklen_t al)
+{
+    NOTE(K_SENDTO);
+    return real.sendto(fd, b, n, fl, a, al);
+}
+ssize_t recv(int fd, void *b, size_t n, int fl) { NOTE(K_RECV); return real.recv(fd, b, n, fl); }
+ssize_t recvfrom(int fd, void *b, size_t n, int fl, struct sockaddr *a, socklen_t *al)
+{
+    NOTE(K_RECVFROM);
+    return real.recvfrom(fd, b, n, fl, a, al);
+}
+int close(int fd) { NOTE(K_CLOSE); return real.close(fd); }
+int shm_open(const char *name, int flags, mode_t mode) { NOTE(K_SHM_OPEN); return real.shm_open(name, flags, mode); }
+void *mmap(void *a, size_t n, int prot, int flags, int fd, off_t off)
+{
+    NOTE(K_MMAP);
+    return real.mmap(a, n, prot, flags, fd, off);
+}
+int munmap(void *a, size_t n) { NOTE(K_MUNMAP); return real.munmap(a, n); }
+int nanosleep(const struct timespec *t, struct timespec *rem) { NOTE(K_NANOSLEEP); return real.nanosleep(t, rem); }
+int clock_nanosleep(clockid_t c, int fl, const struct timespec *t, struct timespec *rem)
+{
+    NOTE(K_CLOCK_NANOSLEEP);
+    return real.clock_nanosleep(c, fl, t, rem);
+}
+int usleep(useconds_t us) { NOTE(K_USLEEP); return real.usleep(us); }
+int sched_yield(void) { NOTE(K_SCHED_YIELD); return real.sched_yield(); }
+int vfprintf(FILE *f, const char *fmt, va_list ap) { NOTE(K_VFPRINTF); return real.vfprintf(f, fmt, ap); }
+int fprintf(FILE *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vfprintf(f, fmt, ap);
+    va_end(ap);
+    return n;
+}
+int fputs(const char *s, FILE *f) { NOTE(K_FPUTS); return real.fputs(s, f); }
+
+/* ---- urid:map: a table ------------------------------------------------------------- */
+
+#define MAX_URIS 256
+static char *uri_table[MAX_URIS];
+static uint32_t n_uris;
+
+static LV2_URID map_uri(LV2_URID_Map_Handle handle, const char *uri)
+{
+    (void)handle;
+    for (uint32_t i = 0; i < n_uris; ++i)
+        if (strcmp(uri_table[i], uri) == 0)
+            return i + 1;
+    if (n_uris == MAX_URIS)
+        return 0;
+    uri_table[n_uris] = strdup(uri);
+    return ++n_uris;
+}
+
+/* ---- worker: fixed queues, run synchronously after run() --------------------------- */
+
+#define QUEUE 32
+#define ITEM_BYTES 2048
+typedef struct {
+    uint32_t n, size[QUEUE];
+    uint8_t data[QUEUE][ITEM_BYTES];
+} Queue;
+static Queue work_q, resp_q;
+
+static LV2_Worker_Status push(Queue *q, uint32_t size, const void *data)
+{
+    if (q->n == QUEUE || size > ITEM_BYTES)
+        return LV2_WORKER_ERR_NO_SPACE;
+    memcpy(q->data[q->n], data, size);
+    q->size[q->n++] = size;
+    return LV2_WORKER_SUCCESS;
+}
+
+static LV2_Worker_Status schedule_work(LV2_Worker_Schedule_Handle h, uint32_t size, const void *data)
+{
+    (void)h;
+    return push(&work_q, size, data);
+}
+
+static LV2_Worker_Status respond(LV2_Worker_Respond_Handle h, uint32_t size, const void *data)
+{
+    (void)h;
+    return push(&resp_q, size, data);
+}
+
+/* ---- the host ---------------------------------------------------------------------- */
+
+typedef struct {
+    LV2_URID atom_Sequence, time_Position, time_bar, time_barBeat, time_beat, time_beatsPerBar,
+        time_beatsPerMinute, time_speed, patch_Set, patch_property, patch_value, prompt;
+} Uris;
+
+#define MAX_EVENTS 64
+#define TEXT_BYTES 1024
+typedef struct {
+    uint32_t frame;
+    int is_prompt;
+    int has[6]; /* bar, barbeat, beat, bpb, bpm, speed */
+    double val[6];
+    char text[TEXT_BYTES];
+} Event;
+static const char *const pos_keys[6] = {"bar", "barbeat", "beat", "bpb", "bpm", "speed"};
+static Event events[MAX_EVENTS];
+static uint32_t n_events;
+
+#define MAX_TIMED (1u << 20)
+static uint64_t block_ns[MAX_TIMED];
+static uint64_t n_blocks;
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void forge_events(LV2_Atom_Forge *forge, const Uris *u, uint8_t *buf, uint32_t size)
+{
+    LV2_Atom_Forge_Frame seq, obj;
+    lv2_atom_forge_set_buffer(forge, buf, size);
+    lv2_atom_forge_sequence_head(forge, &seq, 0);
+    for (uint32_t k = 0; k < n_events; ++k) { /* in time order: stable sort by frame */
+        const Event *e = &events[k];
+        lv2_atom_forge_frame_time(forge, e->frame);
+        if (e->is_prompt) {
+            lv2_atom_forge_object(forge, &obj, 0, u->patch_Set);
+            lv2_atom_forge_key(forge, u->patch_property);
+            lv2_atom_forge_urid(forge, u->prompt);
+            lv2_atom_forge_key(forge, u->patch_value);
+            lv2_atom_forge_string(forge, e->text, (uint32_t)strlen(e->text));
+        } else {
+            const LV2_URID keys[6] = {u->time_bar, u->time_barBeat, u->time_beat,
+                                      u->time_beatsPerBar, u->time_beatsPerMinute, u->time_speed};
+            lv2_atom_forge_object(forge, &obj, 0, u->time_Position);
+            for (int i = 0; i < 6; ++i) {
+                if (!e->has[i])
+                    continue;
+                lv2_atom_forge_key(forge, keys[i]);
+                if (i == 0)
+                    lv2_atom_forge_long(forge, (int64_t)e->val[i]);
+                else
+                    lv2_atom_forge_float(forge, (float)e->val[i]);
+            }
+        }
+        lv2_atom_forge_pop(forge, &obj);
+    }
+    lv2_atom_forge_pop(forge, &seq);
+    n_events = 0;
+}
+
+static void insert_event(const Event *e)
+{
+    uint32_t k = n_events++;
+    while (k > 0 && events[k - 1].frame > e->frame) {
+        events[k] = events[k - 1];
+        --k;
+    }
+    events[k] = *e;
+}
+
+int main(int argc, char **argv)
+{
+    resolve();
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s PLUGIN.so RATE OUT.f32\n", argv[0]);
+        return 2;
+    }
+    const double rate = atof(argv[2]);
+    FILE *out = fopen(argv[3], "wb");
+    void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    if (!lib || !out) {
+        fprintf(stderr, "cannot open %s or %s: %s\n", argv[1], argv[3], dlerror());
+        return 1;
+    }
+    LV2_Descriptor_Function df = (LV2_Descriptor_Function)dlsym(lib, "lv2_descriptor");
+    const LV2_Descriptor *d = df ? df(0) : NULL;
+    if (!d || strcmp(d->URI, PLUGIN_URI) != 0) {
+        fprintf(stderr, "no %s in %s\n", PLUGIN_URI, argv[1]);
+        return 1;
+    }
+    const LV2_Worker_Interface *wi = d->extension_data
+                                         ? d->extension_data(LV2_WORKER__interface) : NULL;
+
+    LV2_URID_Map map = {NULL, map_uri};
+    LV2_Worker_Schedule sched = {NULL, schedule_work};
+    LV2_Feature f_map = {LV2_URID__map, &map}, f_sched = {LV2_WORKER__schedule, &sched};
+    const LV2_Feature *features[] = {&f_map, &f_sched, NULL};
+    Uris u = {
+        map_uri(NULL, LV2_ATOM__Sequence), map_uri(NULL, LV2_TIME__Position),
+        map_uri(NULL, LV2_TIME__bar), map_uri(NULL, LV2_TIME__barBeat),
+        map_uri(NULL, LV2_TIME__beat), map_uri(NULL, LV2_TIME__beatsPerBar),
+        map_uri(NULL, LV2_TIME__beatsPerMinute), map_uri(NULL, LV2_TIME__speed),
+        map_uri(NULL, LV2_PATCH__Set), map_uri(NULL, LV2_PATCH__property),
+        map_uri(NULL, LV2_PATCH__value), map_uri(NULL, PLUGIN_URI "#prompt")};
+    LV2_Atom_Forge forge;
+    lv2_atom_forge_init(&forge, &map);
+
+    /* Probe: instantiate allocates and opens the segment; those calls must be seen. */
+    in_rt = 1;
+    LV2_Handle h = d->instantiate(d, rate, "", features);
+    in_rt = 0;
+    unsigned long probe = 0;
+    for (int k = 0; k < K_N; ++k) {
+        probe += counts[k];
+        counts[k] = 0;
+    }
+    if (!h) {
+        fprintf(stderr, "instantiate failed\n");
+        return 1;
+    }
+
+    static float in[2][BLOCK], outb[2][BLOCK], inter[2 * BLOCK];
+    static uint8_t ctrl[16384];
+    float ports[N_PORTS] = {0, 0, 0, 0, 0, 4, 0, 0, -1, 120, 4, 1, 0};
+    for (uint32_t p = 0; p < N_PORTS; ++p)
+        d->connect_port(h, p, p == IN_L || p == IN_R ? (void *)in[p]
+                              : p == OUT_L || p == OUT_R ? (void *)outb[p - OUT_L]
+                              : p == CONTROL ? (void *)ctrl : (void *)&ports[p]);
+    if (d->activate)
+        d->activate(h);
+
+    uint64_t frame = 0;
+    char line[4096];
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    while (fgets(line, sizeof line, stdin)) {
+        char cmd[16] = "";
+        int used = 0;
+        line[strcspn(line, "\n")] = '\0';
+        if (sscanf(line, "%15s %n", cmd, &used) < 1)
+            continue;
+        const char *rest = line + used;
+        if (strcmp(cmd, "port") == 0) {
+            unsigned idx;
+            float v;
+            if (sscanf(rest, "%u %f", &idx, &v) != 2 || idx >= N_PORTS) {
+                printf("error port\n");
+                continue;
+            }
+            ports[idx] = v;
+            printf("ok\n");
+        } else if (strcmp(cmd, "pos") == 0 || strcmp(cmd, "prompt") == 0) {
+            Event e = {.is_prompt = cmd[1] == 'r'};
+            int n = 0;
+            if (n_events == MAX_EVENTS || sscanf(rest, "%u %n", &e.frame, &n) < 1 ||
+                e.frame >= BLOCK) {
+                printf("error event\n");
+                continue;
+            }
+            rest += n;
+            if (e.is_prompt) {
+                snprintf(e.text, sizeof e.text, "%s", rest);
+            } else {
+                char key[16];
+                double v;
+                while (sscanf(rest, "%15[a-z]=%lf %n", key, &v, &n) == 2) {
+                    for (int i = 0; i < 6; ++i)
+                        if (strcmp(key, pos_keys[i]) == 0) {
+                            e.has[i] = 1;
+                            e.val[i] = v;
+                        }
+                    rest += n;
+                }
+            }
+            insert_event(&e);
+            printf("ok\n");
+        } else if (strcmp(cmd, "run") == 0) {
+            long blocks = atol(rest);
+            for (long b = 0; b < blocks; ++b) {
+                forge_events(&forge, &u, ctrl, sizeof ctrl);
+                for (uint32_t f = 0; f < BLOCK; ++f) {
+                    in[0][f] = (float)((frame + f) % 1000) / 1000.0f;
+                    in[1][f] = -in[0][f];
+                }
+                uint64_t t0 = now_ns();
+                in_rt = 1;
+                d->run(h, BLOCK);
+                in_rt = 0;
+                uint64_t t1 = now_ns();
+                if (n_blocks < MAX_TIMED)
+                    block_ns[n_blocks] = t1 - t0;
+                ++n_blocks;
+                frame += BLOCK;
+                for (uint32_t f = 0; f < BLOCK; ++f) {
+                    inter[2 * f] = outb[0][f];
+                    inter[2 * f + 1] = outb[1][f];
+                }
+                fwrite(inter, sizeof(float), 2 * BLOCK, out);
+                if (wi) { /* the worker, then its responses in the audio context */
+                    Queue todo = work_q;
+                    work_q.n = 0;
+                    for (uint32_t k = 0; k < todo.n; ++k)
+                        wi->work(h, respond, NULL, todo.size[k], todo.data[k]);
+                    Queue answers = resp_q;
+                    resp_q.n = 0;
+                    in_rt = 1;
+                    for (uint32_t k = 0; k < answers.n; ++k)
+                        wi->work_response(h, answers.size[k], answers.data[k]);
+                    if (wi->end_run)
+                        wi->end_run(h);
+                    in_rt = 0;
+                }
+            }
+            fflush(out);
+            printf("ok %llu %g\n", (unsigned long long)frame, ports[PLAYING]);
+        } else if (strcmp(cmd, "stats") == 0) {
+            uint64_t n = n_blocks < MAX_TIMED ? n_blocks : MAX_TIMED, med = 0, max = 0;
+            if (n) {
+                qsort(block_ns, n, sizeof block_ns[0], cmp_u64);
+                med = block_ns[n / 2];
+                max = block_ns[n - 1];
+            }
+            printf("ok rt");
+            for (int k = 0; k < K_N; ++k)
+                if (counts[k])
+                    printf(" %s=%lu", k_names[k], counts[k]);
+            printf(" probe=%lu blocks=%llu median_ns=%llu max_ns=%llu\n", probe,
+                   (unsigned long long)n_blocks, (unsigned long long)med, (unsigned long long)max);
+            n_blocks = 0;
+        } else if (strcmp(cmd, "quit") == 0) {
+            break;
+        } else {
+            printf("error unknown command %s\n", cmd);
+        }
+    }
+    if (d->deactivate)
+        d->deactivate(h);
+    d->cleanup(h);
+    fclose(out);
+    dlclose(lib);
+    return 0;
+}
