@@ -132,7 +132,7 @@ def int8_agreement(fp32: str, int8: str, codes: np.ndarray) -> float:
         m = load_bundle(path, provider="cpu")
         hidden, mask = m.text_encoder.encode(TEXT)
         cond = ConditionTensors(torch.cat([hidden, 0 * hidden]), torch.cat([mask, 0 * mask]).float())
-        seq = DelayPattern(m.backend.n_q).build(torch.from_numpy(codes), m.backend.special_token_id)
+        seq = DelayPattern.for_codebooks(m.backend.n_q).build(torch.from_numpy(codes), m.backend.special_token_id)
         seq = seq.repeat(2, 1, 1)
         ctx = m.backend.prepare(cond)
         logits, _ = m.backend.step(seq, m.backend.new_cache(ctx, seq.shape[-1]), ctx)

@@ -5,7 +5,8 @@
  * Audio thread (run): shared memory only, through barforge_shm.c: it plays straight out of a
  * slot, re-checks the slot's seq every block, switches to a new clip on the next bar line with
  * a short crossfade, and never waits on anything. Worker thread (work): OSC requests over UDP
- * and (re-)attaching to the segment when its heartbeat goes stale or it is replaced.
+ * and (re-)attaching to the segment when there is none or a new server replaced it (its
+ * heartbeat says nothing about that: a server restarted within seconds leaves a fresh one).
  * Every feature is optional: with no urid:map there is no transport (free-running at the
  * clip's tempo) and no prompt; with no worker the segment is attached once, at instantiate.
  *
@@ -39,7 +40,6 @@
 #define PROMPT_BYTES 512
 #define XFADE_S 0.005          /* crossfade length */
 #define CHECK_S 0.5            /* how often run() asks the worker to look at the segment */
-#define STALE_NS 3000000000ull /* heartbeat older than this: the server is gone */
 
 typedef enum {
     IN_L, IN_R, OUT_L, OUT_R, CONTROL, BARS, GENERATE, CONTINUE, SLOT, BPM, BEATS_PER_BAR,
@@ -103,6 +103,7 @@ typedef struct {
     int sock;
     struct sockaddr_in server;
     unsigned job_counter;
+    const bf_segment *capture_asked; /* the segment /barforge/capture was sent for */
 } Player;
 
 /* ---- OSC (worker thread) ----------------------------------------------------------- */
@@ -470,11 +471,16 @@ static LV2_Worker_Status work(LV2_Handle instance, LV2_Worker_Respond_Function r
         break;
     case REQ_CHECK: {
         bf_segment *seg = r.segment, *fresh = NULL;
-        int stale = !seg || bf_now_ns() - bf_heartbeat_read(seg) > STALE_NS;
-        if (stale && !(seg && bf_same_segment(seg, self->shm_name)))
+        if (!seg || !bf_same_segment(seg, self->shm_name)) {
             fresh = attach_segment(self->shm_name);
-        if (fresh && r.capture)
+            if (fresh)
+                self->capture_asked = NULL;
+        }
+        const bf_segment *now = fresh ? fresh : seg; /* ask once per segment, the first too */
+        if (now && r.capture && now != self->capture_asked) {
             osc_send(self, "/barforge/capture", "i", (int)r.rate);
+            self->capture_asked = now;
+        }
         respond(handle, sizeof fresh, &fresh); /* NULL: keep what we have */
         break;
     }
