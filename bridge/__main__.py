@@ -3,19 +3,9 @@ import argparse
 import sys
 
 from bridge import command
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bridge")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    command.register(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"barforge {args.command}: error: {e}", file=sys.stderr)
-        return 2
-
+from engine.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    parser = argparse.ArgumentParser(prog="python -m bridge")
+    command.register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    sys.exit(run(parser))

@@ -273,7 +273,8 @@ def test_trigger_edges_send_one_request_each_from_the_worker(harness, name, osc)
     h.port("continue", 1)
     h.run(3)
     h.port("continue", 0)
-    h.prompt(0, "glassy arpeggio")     # a new prompt and a trigger in the same block
+    h.prompt(0, "glassy arpeggio")     # a new prompt, tempo and a trigger in the same block
+    h.pos(64, bpm=101.0)
     h.port("generate", 1)
     h.run(2)
     rt = h.stats()
@@ -291,9 +292,9 @@ def test_trigger_edges_send_one_request_each_from_the_worker(harness, name, osc)
     assert requests[2][1][1:] == [8, "dusty boom-bap drums, vinyl crackle"]
     assert requests[3][1][1:] == ["glassy arpeggio", 8]
     # Each request comes right after a /barforge/transport with the host's tempo.
-    for req in requests:
+    for req, bpm in zip(requests, (97.5, 97.5, 97.5, 101.0)):
         k = msgs.index(req)
-        assert msgs[k - 1] == ("/barforge/transport", [97.5, 3, RATE])
+        assert msgs[k - 1] == ("/barforge/transport", [bpm, 3, RATE])
     assert len(msgs) == 1 + 2 * len(requests)
     assert not {k for k in rt if k not in ("probe", "blocks", "median_ns", "max_ns")}  # no
     # sendto (nor anything else) from run() or work_response(): only the worker sent them

@@ -379,13 +379,6 @@ static void request(Player *self, RequestKind kind)
 static void run(LV2_Handle instance, uint32_t n_frames)
 {
     Player *self = (Player *)instance;
-    /* Control-port triggers: rising edges become requests for the worker. */
-    if (*self->generate >= 0.5f && self->last_generate < 0.5f)
-        request(self, REQ_GENERATE);
-    if (*self->cont >= 0.5f && self->last_continue < 0.5f)
-        request(self, REQ_CONTINUE);
-    self->last_generate = *self->generate;
-    self->last_continue = *self->cont;
     if (self->frames_to_check <= n_frames && !self->check_in_flight) {
         request(self, REQ_CHECK);
         self->frames_to_check = (uint32_t)(CHECK_S * self->rate);
@@ -416,6 +409,15 @@ static void run(LV2_Handle instance, uint32_t n_frames)
         }
     }
     render(self, done, n_frames);
+
+    /* Control-port triggers: rising edges become requests for the worker, after this block's
+     * events, so that they carry a prompt or tempo that arrived with them. */
+    if (*self->generate >= 0.5f && self->last_generate < 0.5f)
+        request(self, REQ_GENERATE);
+    if (*self->cont >= 0.5f && self->last_continue < 0.5f)
+        request(self, REQ_CONTINUE);
+    self->last_generate = *self->generate;
+    self->last_continue = *self->cont;
 
     /* Samples played out of a slot that changed during the block may be torn: drop them. */
     if (self->seg) {

@@ -3,8 +3,10 @@
  * cannot reach (urid:map, an atom control port, the worker), block by block, under the
  * control of a test.
  *
- *   lv2_harness PLUGIN.so RATE OUT.f32
+ *   lv2_harness PLUGIN.so RATE OUT.f32 [INSTANCES]
  *
+ * INSTANCES (default 1) instances run side by side in this one process, as in a DAW, with the
+ * same ports and events; OUT.f32 gets the first one's output.
  * Commands, one per line on stdin; each is answered by one line on stdout ("ok ..." or
  * "error ..."):
  *   port INDEX VALUE               set a control input port (index as in the .ttl)
@@ -208,31 +210,33 @@ static LV2_URID map_uri(LV2_URID_Map_Handle handle, const char *uri)
 
 #define QUEUE 32
 #define ITEM_BYTES 2048
+#define MAX_INSTANCES 4
 typedef struct {
-    uint32_t n, size[QUEUE];
+    uint32_t n, size[QUEUE], instance[QUEUE];
     uint8_t data[QUEUE][ITEM_BYTES];
 } Queue;
 static Queue work_q, resp_q;
 
-static LV2_Worker_Status push(Queue *q, uint32_t size, const void *data)
+static uint32_t instance_ids[MAX_INSTANCES] = {0, 1, 2, 3}; /* the handles: which instance */
+
+static LV2_Worker_Status push(Queue *q, void *instance, uint32_t size, const void *data)
 {
     if (q->n == QUEUE || size > ITEM_BYTES)
         return LV2_WORKER_ERR_NO_SPACE;
     memcpy(q->data[q->n], data, size);
+    q->instance[q->n] = *(const uint32_t *)instance;
     q->size[q->n++] = size;
     return LV2_WORKER_SUCCESS;
 }
 
 static LV2_Worker_Status schedule_work(LV2_Worker_Schedule_Handle h, uint32_t size, const void *data)
 {
-    (void)h;
-    return push(&work_q, size, data);
+    return push(&work_q, h, size, data);
 }
 
 static LV2_Worker_Status respond(LV2_Worker_Respond_Handle h, uint32_t size, const void *data)
 {
-    (void)h;
-    return push(&resp_q, size, data);
+    return push(&resp_q, h, size, data);
 }
 
 /* ---- the host ---------------------------------------------------------------------- */
@@ -319,8 +323,9 @@ static void insert_event(const Event *e)
 int main(int argc, char **argv)
 {
     resolve();
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s PLUGIN.so RATE OUT.f32\n", argv[0]);
+    const int n_inst = argc == 5 ? atoi(argv[4]) : 1;
+    if ((argc != 4 && argc != 5) || n_inst < 1 || n_inst > MAX_INSTANCES) {
+        fprintf(stderr, "usage: %s PLUGIN.so RATE OUT.f32 [INSTANCES 1..4]\n", argv[0]);
         return 2;
     }
     const double rate = atof(argv[2]);
@@ -340,9 +345,8 @@ int main(int argc, char **argv)
                                          ? d->extension_data(LV2_WORKER__interface) : NULL;
 
     LV2_URID_Map map = {NULL, map_uri};
-    LV2_Worker_Schedule sched = {NULL, schedule_work};
-    LV2_Feature f_map = {LV2_URID__map, &map}, f_sched = {LV2_WORKER__schedule, &sched};
-    const LV2_Feature *features[] = {&f_map, &f_sched, NULL};
+    LV2_Worker_Schedule sched[MAX_INSTANCES];
+    LV2_Feature f_map = {LV2_URID__map, &map}, f_sched[MAX_INSTANCES];
     Uris u = {
         map_uri(NULL, LV2_ATOM__Sequence), map_uri(NULL, LV2_TIME__Position),
         map_uri(NULL, LV2_TIME__bar), map_uri(NULL, LV2_TIME__barBeat),
@@ -353,29 +357,36 @@ int main(int argc, char **argv)
     LV2_Atom_Forge forge;
     lv2_atom_forge_init(&forge, &map);
 
-    /* Probe: instantiate allocates and opens the segment; those calls must be seen. */
-    in_rt = 1;
-    LV2_Handle h = d->instantiate(d, rate, "", features);
-    in_rt = 0;
-    unsigned long probe = 0;
-    for (int k = 0; k < K_N; ++k) {
-        probe += counts[k];
-        counts[k] = 0;
-    }
-    if (!h) {
-        fprintf(stderr, "instantiate failed\n");
-        return 1;
-    }
-
-    static float in[2][BLOCK], outb[2][BLOCK], inter[2 * BLOCK];
+    static float in[2][BLOCK], outb[MAX_INSTANCES][2][BLOCK], inter[2 * BLOCK];
     static uint8_t ctrl[16384];
-    float ports[N_PORTS] = {0, 0, 0, 0, 0, 4, 0, 0, -1, 120, 4, 1, 0};
-    for (uint32_t p = 0; p < N_PORTS; ++p)
-        d->connect_port(h, p, p == IN_L || p == IN_R ? (void *)in[p]
-                              : p == OUT_L || p == OUT_R ? (void *)outb[p - OUT_L]
-                              : p == CONTROL ? (void *)ctrl : (void *)&ports[p]);
-    if (d->activate)
-        d->activate(h);
+    static float ports[MAX_INSTANCES][N_PORTS];
+    LV2_Handle hs[MAX_INSTANCES];
+    unsigned long probe = 0;
+    for (int i = 0; i < n_inst; ++i) {
+        sched[i] = (LV2_Worker_Schedule){&instance_ids[i], schedule_work};
+        f_sched[i] = (LV2_Feature){LV2_WORKER__schedule, &sched[i]};
+        const LV2_Feature *features[] = {&f_map, &f_sched[i], NULL};
+        /* Probe: instantiate allocates and opens the segment; those calls must be seen. */
+        in_rt = 1;
+        hs[i] = d->instantiate(d, rate, "", features);
+        in_rt = 0;
+        for (int k = 0; k < K_N; ++k) {
+            probe += counts[k];
+            counts[k] = 0;
+        }
+        if (!hs[i]) {
+            fprintf(stderr, "instantiate failed\n");
+            return 1;
+        }
+        const float defaults[N_PORTS] = {0, 0, 0, 0, 0, 4, 0, 0, -1, 120, 4, 1, 0};
+        memcpy(ports[i], defaults, sizeof defaults);
+        for (uint32_t p = 0; p < N_PORTS; ++p)
+            d->connect_port(hs[i], p, p == IN_L || p == IN_R ? (void *)in[p]
+                                      : p == OUT_L || p == OUT_R ? (void *)outb[i][p - OUT_L]
+                                      : p == CONTROL ? (void *)ctrl : (void *)&ports[i][p]);
+        if (d->activate)
+            d->activate(hs[i]);
+    }
 
     uint64_t frame = 0;
     char line[4096];
@@ -394,7 +405,8 @@ int main(int argc, char **argv)
                 printf("error port\n");
                 continue;
             }
-            ports[idx] = v;
+            for (int i = 0; i < n_inst; ++i)
+                ports[i][idx] = v;
             printf("ok\n");
         } else if (strcmp(cmd, "pos") == 0 || strcmp(cmd, "prompt") == 0) {
             Event e = {.is_prompt = cmd[1] == 'r'};
@@ -429,37 +441,43 @@ int main(int argc, char **argv)
                     in[0][f] = (float)((frame + f) % 1000) / 1000.0f;
                     in[1][f] = -in[0][f];
                 }
-                uint64_t t0 = now_ns();
-                in_rt = 1;
-                d->run(h, BLOCK);
-                in_rt = 0;
-                uint64_t t1 = now_ns();
-                if (n_blocks < MAX_TIMED)
-                    block_ns[n_blocks] = t1 - t0;
+                for (int i = 0; i < n_inst; ++i) { /* the first one is timed */
+                    uint64_t t0 = now_ns();
+                    in_rt = 1;
+                    d->run(hs[i], BLOCK);
+                    in_rt = 0;
+                    uint64_t t1 = now_ns();
+                    if (i == 0 && n_blocks < MAX_TIMED)
+                        block_ns[n_blocks] = t1 - t0;
+                }
                 ++n_blocks;
                 frame += BLOCK;
                 for (uint32_t f = 0; f < BLOCK; ++f) {
-                    inter[2 * f] = outb[0][f];
-                    inter[2 * f + 1] = outb[1][f];
+                    inter[2 * f] = outb[0][0][f];
+                    inter[2 * f + 1] = outb[0][1][f];
                 }
                 fwrite(inter, sizeof(float), 2 * BLOCK, out);
                 if (wi) { /* the worker, then its responses in the audio context */
-                    Queue todo = work_q;
+                    static Queue todo, answers;
+                    todo = work_q;
                     work_q.n = 0;
                     for (uint32_t k = 0; k < todo.n; ++k)
-                        wi->work(h, respond, NULL, todo.size[k], todo.data[k]);
-                    Queue answers = resp_q;
+                        wi->work(hs[todo.instance[k]], respond, &instance_ids[todo.instance[k]],
+                                 todo.size[k], todo.data[k]);
+                    answers = resp_q;
                     resp_q.n = 0;
                     in_rt = 1;
                     for (uint32_t k = 0; k < answers.n; ++k)
-                        wi->work_response(h, answers.size[k], answers.data[k]);
+                        wi->work_response(hs[answers.instance[k]], answers.size[k],
+                                          answers.data[k]);
                     if (wi->end_run)
-                        wi->end_run(h);
+                        for (int i = 0; i < n_inst; ++i)
+                            wi->end_run(hs[i]);
                     in_rt = 0;
                 }
             }
             fflush(out);
-            printf("ok %llu %g\n", (unsigned long long)frame, ports[PLAYING]);
+            printf("ok %llu %g\n", (unsigned long long)frame, ports[0][PLAYING]);
         } else if (strcmp(cmd, "stats") == 0) {
             uint64_t n = n_blocks < MAX_TIMED ? n_blocks : MAX_TIMED, med = 0, max = 0;
             if (n) {
@@ -480,9 +498,11 @@ int main(int argc, char **argv)
             printf("error unknown command %s\n", cmd);
         }
     }
-    if (d->deactivate)
-        d->deactivate(h);
-    d->cleanup(h);
+    for (int i = 0; i < n_inst; ++i) {
+        if (d->deactivate)
+            d->deactivate(hs[i]);
+        d->cleanup(hs[i]);
+    }
     fclose(out);
     dlclose(lib);
     return 0;
