@@ -196,16 +196,20 @@ def test_queue_flood_answers_busy_and_cancel_ends_every_job(served):
     host.send("/barforge/transport", 120.0, 4, 48000)
     host.one("/barforge/ack")
     jobs = [f"f{i}" for i in range(6)]
-    for j in jobs:
-        host.send("/barforge/generate", j, "x", 16)  # 32 s each: the worker is busy a while
-    answered = set()
+    # 32 s each: the worker is busy a while. The first job is running before the flood arrives,
+    # so the queue (2) decides alone who is refused, however slow the worker thread is to start.
+    host.send("/barforge/generate", jobs[0], "x", 16)
+    first = host.replies(lambda a, p: a == "/barforge/progress" and p[0] == jobs[0], 30)
+    for j in jobs[1:]:
+        host.send("/barforge/generate", j, "x", 16)
+    answered = {jobs[0]}
 
     def all_answered(address, params):
         if address in ("/barforge/accepted", "/barforge/error") and params[0] in jobs:
             answered.add(params[0])
         return len(answered) == len(jobs)
 
-    seen = host.replies(all_answered, 30)
+    seen = first + host.replies(all_answered, 30)
     finals = {p[0]: (a, p) for a, p in seen if a in ("/barforge/accepted", "/barforge/error")}
     busy = [j for j, (a, p) in finals.items() if a == "/barforge/error" and p[1] == "busy"]
     accepted = [j for j, (a, _) in finals.items() if a == "/barforge/accepted"]

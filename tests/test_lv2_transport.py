@@ -82,11 +82,13 @@ def at(clip: np.ndarray, pos: np.ndarray) -> np.ndarray:
 class Harness:
     """The C test host as a subprocess: one command per line, one answer per command."""
 
-    def __init__(self, built, tmp_path: Path, shm_name: str, osc_port: int) -> None:
+    def __init__(self, built, tmp_path: Path, shm_name: str, osc_port: int,
+                 instances: int = 1) -> None:
         plugin, exe = built
         self.out_path = tmp_path / f"out{id(self)}.f32"
         env = dict(os.environ, BARFORGE_SHM_NAME=shm_name, BARFORGE_OSC_PORT=str(osc_port))
-        self.proc = subprocess.Popen([str(exe), str(plugin), str(RATE), str(self.out_path)],
+        self.proc = subprocess.Popen([str(exe), str(plugin), str(RATE), str(self.out_path),
+                                      str(instances)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env=env)
         self.frames = 0
@@ -133,8 +135,8 @@ class Harness:
 def harness(built, tmp_path, osc, name):
     made: list[Harness] = []
 
-    def make() -> Harness:
-        made.append(Harness(built, tmp_path, name, osc.getsockname()[1]))
+    def make(instances: int = 1) -> Harness:
+        made.append(Harness(built, tmp_path, name, osc.getsockname()[1], instances))
         return made[-1]
 
     yield make
@@ -213,6 +215,21 @@ def test_stopped_transport_is_silent_and_resumes_where_it_stopped(harness, name)
     assert stopped.write_frames == 10 * BLOCK  # the block that stopped was not captured
     assert stopped.beat_at_write == pytest.approx(10 * BLOCK * 120 / 60 / RATE)
     assert rolled.write_frames == 20 * BLOCK
+
+
+def test_reverse_play_wraps_and_nonsense_positions_are_ignored(harness, name):
+    seg = new_segment(name)
+    clip = ramp(2 * BAR, 0.0)
+    publish(seg, clip, 2, "two-bars")
+    h = harness()
+    h.pos(0, bpm=120.0, bpb=4.0, bar=0, barbeat=1.0, speed=-1.0)   # a host playing backwards
+    h.run(200)                                                     # past the clip's start
+    h.pos(0, bpm=float("inf"), bpb=float("nan"), beat=float("nan"), speed=float("nan"))
+    h.run(10)
+    out = h.close()
+    seg.close()
+    k = np.arange(XFADE + 2, len(out))  # (after the fade-in of a start from silence mid-bar)
+    np.testing.assert_allclose(out[k], at(clip, 24000.0 - k), rtol=0, atol=2e-6)
 
 
 # ---- clip changes ------------------------------------------------------------------------
@@ -298,6 +315,19 @@ def test_trigger_edges_send_one_request_each_from_the_worker(harness, name, osc)
     assert len(msgs) == 1 + 2 * len(requests)
     assert not {k for k in rt if k not in ("probe", "blocks", "median_ns", "max_ns")}  # no
     # sendto (nor anything else) from run() or work_response(): only the worker sent them
+
+
+def test_instances_in_one_process_use_distinct_job_ids(harness, name, osc):
+    seg = new_segment(name)
+    h = harness(instances=2)          # two tracks of one DAW
+    h.prompt(0, "two tracks")
+    h.run(1)
+    h.port("generate", 1)
+    h.run(1)
+    h.close()
+    seg.close()
+    jobs = [m[1][0] for m in received(osc) if m[0] == "/barforge/generate"]
+    assert len(jobs) == 2 and len(set(jobs)) == 2, jobs   # the server refuses a job id in use
 
 
 def test_replaced_segment_is_reattached_and_its_clip_played(harness, name, osc):

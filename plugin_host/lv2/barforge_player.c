@@ -19,6 +19,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,7 +103,7 @@ typedef struct {
     /* Worker side only. */
     int sock;
     struct sockaddr_in server;
-    unsigned job_counter;
+    unsigned instance, job_counter; /* job ids: lv2-<pid>-<instance>-<n>, unique in the host */
     const bf_segment *capture_asked; /* the segment /barforge/capture was sent for */
 } Player;
 
@@ -209,8 +210,13 @@ static float voice_sample(const Voice *v, uint32_t channel)
 static void voice_advance(Voice *v, double step)
 {
     v->pos += step;
-    while (v->pos >= v->meta.frames)
-        v->pos -= v->meta.frames;
+    if (v->pos < 0.0 || v->pos >= v->meta.frames) { /* looped, either way (speed < 0) */
+        v->pos = fmod(v->pos, (double)v->meta.frames);
+        if (v->pos < 0.0)
+            v->pos += v->meta.frames;
+        if (v->pos >= v->meta.frames) /* -tiny + frames rounds up to frames */
+            v->pos = 0.0;
+    }
     if (v->ramp != 0.0f) {
         v->gain += v->ramp;
         if (v->gain >= 1.0f) {
@@ -309,6 +315,20 @@ static void poll_slots(Player *self)
         self->pending = v; /* (a slot being written is simply looked at again next block) */
 }
 
+/* A number of any atom type a host may use; 0 when absent, not a number or not finite. */
+static int get_num(const Player *self, const LV2_Atom *a, double *out)
+{
+    if (!a)
+        return 0;
+    double v = a->type == self->uris.atom_Float    ? (double)((const LV2_Atom_Float *)a)->body
+               : a->type == self->uris.atom_Double ? ((const LV2_Atom_Double *)a)->body
+               : a->type == self->uris.atom_Long   ? (double)((const LV2_Atom_Long *)a)->body
+               : a->type == self->uris.atom_Int    ? (double)((const LV2_Atom_Int *)a)->body
+                                                   : NAN;
+    *out = v;
+    return isfinite(v);
+}
+
 static void apply_position(Player *self, const LV2_Atom_Object *obj)
 {
     const LV2_Atom *bar = NULL, *bar_beat = NULL, *beat = NULL, *bpb = NULL, *bpm = NULL,
@@ -316,23 +336,18 @@ static void apply_position(Player *self, const LV2_Atom_Object *obj)
     lv2_atom_object_get(obj, self->uris.time_bar, &bar, self->uris.time_barBeat, &bar_beat,
                         self->uris.time_beat, &beat, self->uris.time_beatsPerBar, &bpb,
                         self->uris.time_beatsPerMinute, &bpm, self->uris.time_speed, &speed, 0);
-#define NUM(a) ((a)->type == self->uris.atom_Float    ? (double)((const LV2_Atom_Float *)(a))->body \
-                : (a)->type == self->uris.atom_Double ? ((const LV2_Atom_Double *)(a))->body        \
-                : (a)->type == self->uris.atom_Long   ? (double)((const LV2_Atom_Long *)(a))->body  \
-                : (a)->type == self->uris.atom_Int    ? (double)((const LV2_Atom_Int *)(a))->body   \
-                                                      : 0.0)
+    double v, w;
     self->host_transport = 1;
-    if (bpm && NUM(bpm) > 0)
-        self->bpm = NUM(bpm);
-    if (bpb && NUM(bpb) > 0)
-        self->beats_per_bar = NUM(bpb);
-    if (speed)
-        self->speed = NUM(speed);
-    if (bar && bar_beat)
-        self->beat = NUM(bar) * self->beats_per_bar + NUM(bar_beat);
-    else if (beat)
-        self->beat = NUM(beat);
-#undef NUM
+    if (get_num(self, bpm, &v) && v > 0)
+        self->bpm = v;
+    if (get_num(self, bpb, &v) && v > 0)
+        self->beats_per_bar = v;
+    if (get_num(self, speed, &v))
+        self->speed = v;
+    if (get_num(self, bar, &v) && get_num(self, bar_beat, &w))
+        self->beat = v * self->beats_per_bar + w;
+    else if (get_num(self, beat, &v))
+        self->beat = v;
     if (self->cur.active)
         voice_sync(&self->cur, self->beat);
 }
@@ -455,7 +470,9 @@ static LV2_Worker_Status work(LV2_Handle instance, LV2_Worker_Respond_Function r
     while (self->sock >= 0 && recv(self->sock, drain, sizeof drain, MSG_DONTWAIT) > 0) {
     } /* replies are not needed: clips arrive through shared memory */
     char job[64];
-    snprintf(job, sizeof job, "lv2-%d-%u", (int)getpid(), ++self->job_counter);
+    if (r.kind == REQ_GENERATE || r.kind == REQ_CONTINUE)
+        snprintf(job, sizeof job, "lv2-%d-%u-%u", (int)getpid(), self->instance,
+                 ++self->job_counter);
     switch (r.kind) {
     case REQ_FREE:
         free_segment(r.segment);
@@ -515,9 +532,11 @@ static LV2_Handle instantiate(const LV2_Descriptor *descriptor, double rate, con
 {
     (void)descriptor;
     (void)bundle_path;
+    static atomic_uint instances; /* a DAW runs many instances in one process */
     Player *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
+    self->instance = atomic_fetch_add(&instances, 1) + 1;
     lv2_features_query(features, LV2_URID__map, &self->map, false, LV2_WORKER__schedule,
                        &self->schedule, false, NULL);
     if (self->map) {
