@@ -14,7 +14,8 @@
  *                                  keys bar (Long), barbeat, beat, bpb, bpm, speed (Float)
  *   prompt FRAME TEXT...           queue a patch:Set of the prompt (the rest of the line)
  *   run N                          run N blocks of 128 frames -> "ok FRAMES PLAYING"
- *   stats                          -> "ok rt NAME=COUNT... probe=N blocks=N median_ns=X max_ns=X"
+ *   stats                          -> "ok rt NAME=COUNT... probe=N blocks=N median_ns=X
+ *                                     p999_ns=X max_ns=X" (run() of the first instance)
  *   quit                           close the output and exit
  *
  * Every block's output (out_l, out_r interleaved, float32) is appended to OUT.f32. The audio
@@ -479,18 +480,20 @@ int main(int argc, char **argv)
             fflush(out);
             printf("ok %llu %g\n", (unsigned long long)frame, ports[0][PLAYING]);
         } else if (strcmp(cmd, "stats") == 0) {
-            uint64_t n = n_blocks < MAX_TIMED ? n_blocks : MAX_TIMED, med = 0, max = 0;
+            uint64_t n = n_blocks < MAX_TIMED ? n_blocks : MAX_TIMED, med = 0, p999 = 0, max = 0;
             if (n) {
                 qsort(block_ns, n, sizeof block_ns[0], cmp_u64);
                 med = block_ns[n / 2];
+                p999 = block_ns[n * 999 / 1000];
                 max = block_ns[n - 1];
             }
             printf("ok rt");
             for (int k = 0; k < K_N; ++k)
                 if (counts[k])
                     printf(" %s=%lu", k_names[k], counts[k]);
-            printf(" probe=%lu blocks=%llu median_ns=%llu max_ns=%llu\n", probe,
-                   (unsigned long long)n_blocks, (unsigned long long)med, (unsigned long long)max);
+            printf(" probe=%lu blocks=%llu median_ns=%llu p999_ns=%llu max_ns=%llu\n", probe,
+                   (unsigned long long)n_blocks, (unsigned long long)med,
+                   (unsigned long long)p999, (unsigned long long)max);
             n_blocks = 0;
         } else if (strcmp(cmd, "quit") == 0) {
             break;
