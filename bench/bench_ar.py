@@ -330,6 +330,8 @@ def main() -> None:
                 print(f"rep {rep} {stack.name:4s} {r['seconds']:7.2f} s  {r['passes']} passes  "
                       f"{r['steps_per_s']:6.2f} steps/s  codec {r['codec_decode_s']:.3f} s  "
                       f"peak +{r['peak_rise_mib']:.0f} MiB  load {load_average()}", flush=True)
+        hf_info = (f"dtype {hf.model.dtype}, attention "
+                   f"{hf.model.decoder.config._attn_implementation}")
         process_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         del hf, ours
         alone = {} if args.no_isolated else {
@@ -348,7 +350,7 @@ def main() -> None:
         f"{torch.__version__}, transformers {__import__('transformers').__version__}, "
         f"torch.set_num_threads({args.threads}). LM {shape.layers} layers, d {shape.dim}, "
         f"{shape.heads} heads, FFN {shape.ffn}, {shape.n_q} x {shape.card}; tiny T5 (d 64) and "
-        f"EnCodec. {seconds} s = {frames} frames = {steps} sampled steps (frames + delays) of 2 "
+        f"EnCodec. transformers: {hf_info}. {seconds} s = {frames} frames = {steps} sampled steps (frames + delays) of 2 "
         f"rows (CFG {CFG_COEF}), top-k {TOP_K} sampling, batch 1; decoder forward passes: ours "
         f"{passes['ours']}, HF {passes['hf']}. steps/s = {steps} / s per generation. {args.repeats} runs per stack, ABBA order, "
         f"median. Timed: text encoding + AR loop; codec decode subtracted. First-step logits "

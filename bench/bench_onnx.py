@@ -24,6 +24,7 @@ import multiprocessing as mp
 import os
 import platform
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -288,6 +289,7 @@ def main() -> None:
     print(report)
     with open(args.out, "a") as f:
         f.write(report)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from engine.models.lm import LMModel
 from export import graphs as G
 from export.manifest import (GraphSpec, check_graph_matches_spec, set_output_shapes,
                              write_manifest)
-from export.quantize import QUANTIZED_ROLES, convert_fp16, quantize_int8
+from export.quantize import convert_fp16, quantize_int8
 from export.validate import validate_graph
 
 DEFAULT_OPSET = 17
@@ -113,13 +113,6 @@ def check_exportable(lm: LMModel | None, codec: nn.Module) -> None:
                              "bundle from a float32 model)")
         if any(p.device.type != "cpu" for p in m.parameters()):
             raise ValueError(f"cannot export the {name}: move it to the CPU first")
-    if lm is not None:
-        if lm.cond_proj is None and G.prefix_dim(lm) == 0:
-            raise ValueError("cannot export an LM with neither cross-attention nor a prefix "
-                             "condition: the bundle's decode loop has no condition to feed it")
-        if lm.cond_proj is not None and G.prefix_dim(lm) > 0:
-            raise ValueError("cannot export an LM that both cross-attends and takes a prefix: "
-                             "the bundle format has one condition path per LM")
 
 
 def validation_sizes(spec: GraphSpec, window: int, min_frames: int) -> list[dict[str, int]]:
@@ -129,18 +122,16 @@ def validation_sizes(spec: GraphSpec, window: int, min_frames: int) -> list[dict
                                                       (3, 4 * min_frames + 1))]
     if spec.name in ("lm_cross", "lm_full_cross"):
         return [{"batch": b, "cond_seq": L} for b, L in ((1, 1), (2, 5), (3, 12))]
-    base = [(1, 1, 3), (2, 5, 1), (3, 12, 7)]   # (batch, cond_seq, prefix_seq)
+    base = [(1, 1), (2, 5), (3, 12)]   # (batch, cond_seq)
     if spec.name == "lm_prefill":
-        return [{"batch": b, "cond_seq": L, "prefix_seq": P, "seq": s}
-                for (b, L, P), s in zip(base, (1, 4, 9))]
+        return [{"batch": b, "cond_seq": L, "seq": s} for (b, L), s in zip(base, (1, 4, 9))]
     if spec.name == "lm_step":
         pasts = sorted({0, 1, window // 2, window - 1})   # from empty to a full window
         return [{"batch": base[i % 3][0], "cond_seq": base[i % 3][1], "past_seq": p}
                 for i, p in enumerate(pasts)]
     assert spec.name == "lm_full", spec.name
-    return [{"batch": b, "cond_seq": L, "prefix_seq": P, "seq": t, "attn_band": band,
-             "codebook": k} for (b, L, P), t, band, k in zip(base, (1, 6, 15), (5, 2, 100),
-                                                           (0, 1, 2))]
+    return [{"batch": b, "cond_seq": L, "seq": t, "attn_band": band, "codebook": k}
+            for (b, L), t, band, k in zip(base, (1, 6, 15), (5, 2, 100), (0, 1, 2))]
 
 
 # ---------------------------------------------------------------- orchestration
@@ -263,7 +254,7 @@ def _roles_of(model: Any) -> tuple[str, dict[str, tuple[LMModel, bool, bool]]]:
     if not isinstance(lm, LMModel):
         raise ValueError(f"cannot export {type(model).__name__}: it has no PyTorch LM (a model "
                          "loaded from a bundle is exported already)")
-    if getattr(model, "is_melody", False) or G.prefix_dim(lm):
+    if getattr(model, "is_melody", False) or G.takes_prefix(lm):
         raise ValueError("cannot export a melody (chroma-prefix) model: bundle format v1 has no "
                          "graph for the chroma/prefix projection")
     if lm.cond_proj is None:

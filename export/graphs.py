@@ -45,9 +45,8 @@ def lm_specs(lm: LMModel, magnet: bool, ar: bool) -> list[GraphSpec]:
     """The LM graphs: lm_cross (if it cross-attends), lm_prefill + lm_step (AR), lm_full (MAGNeT)."""
     cfg = lm.cfg
     L, H, Dh, K = cfg.num_layers, cfg.num_heads, cfg.head_dim, cfg.n_q
-    has_cross, has_prefix = lm.cond_proj is not None, prefix_dim(lm) > 0
+    has_cross = lm.cond_proj is not None
     cross_in = _kv("past_key_values", L, H, "cond_seq", Dh, "encoder") if has_cross else []
-    prefix = [IOSpec("prefix_embeds", F32, ("batch", "prefix_seq", cfg.dim))] if has_prefix else []
     ids = IOSpec("input_ids", I64, ("batch", K, "seq"))
     logits = IOSpec("logits", F32, ("batch", K, "seq", cfg.card))
     specs = []
@@ -57,7 +56,7 @@ def lm_specs(lm: LMModel, magnet: bool, ar: bool) -> list[GraphSpec]:
                          IOSpec("encoder_attention_mask", I64, ("batch", "cond_seq"))],
             _kv("present", L, H, "cond_seq", Dh, "encoder"), role="lm"))
     if ar:
-        specs.append(GraphSpec("lm_prefill", [ids, *prefix, *cross_in],
+        specs.append(GraphSpec("lm_prefill", [ids, *cross_in],
                                [logits, *_kv("present", L, H, "total_seq", Dh, "decoder")],
                                role="ar"))
         # one step per call: the step graph has no mask branch, so its step axis is static 1
@@ -70,14 +69,14 @@ def lm_specs(lm: LMModel, magnet: bool, ar: bool) -> list[GraphSpec]:
     if magnet:
         specs.append(GraphSpec(
             "lm_full", [ids, IOSpec("attn_band", I64, ()), IOSpec("codebook", I64, ()),
-                        *prefix, *cross_in],
+                        *cross_in],
             [IOSpec("logits", F32, ("batch", "seq", cfg.card))], role="magnet"))
     return specs
 
 
-def prefix_dim(lm: LMModel) -> int:
-    """Whether (and how wide) the LM takes prepended condition embeddings (melody models)."""
-    return lm.cfg.dim if (lm.prefix_text_proj is not None or lm.chroma_proj is not None) else 0
+def takes_prefix(lm: LMModel) -> bool:
+    """Whether the LM takes prepended condition embeddings (melody models: not exportable)."""
+    return lm.prefix_text_proj is not None or lm.chroma_proj is not None
 
 
 # ---------------------------------------------------------------- wrappers
@@ -121,18 +120,16 @@ class LMCrossGraph(nn.Module):
 
 
 class LMPrefillGraph(nn.Module):
-    """First causal call: tokens [B, K, S] (after an optional prefix [B, P, D]) -> logits
-    [B, K, S, card] and every layer's present keys/values [B, H, P + S, Dh]."""
+    """First causal call: tokens [B, K, S] -> logits [B, K, S, card] and every layer's present
+    keys/values [B, H, S, Dh]."""
 
     def __init__(self, lm: LMModel) -> None:
         super().__init__()
-        self.lm, self.has_prefix = lm, prefix_dim(lm) > 0
+        self.lm = lm
 
-    def forward(self, tokens: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        prefix = rest[0] if self.has_prefix else None
-        cross = _pairs(rest[1:] if self.has_prefix else rest) or None
+    def forward(self, tokens: torch.Tensor, *cross_flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
         cache = ConcatKVCache()
-        logits = self.lm(tokens, cross, cache=cache, prefix=prefix, causal=True,
+        logits = self.lm(tokens, _pairs(cross_flat) or None, cache=cache, causal=True,
                          band=torch.tensor(WIDE_BAND))
         return (logits, *_flat(cache.presents))
 
@@ -158,14 +155,13 @@ class LMFullGraph(nn.Module):
 
     def __init__(self, lm: LMModel) -> None:
         super().__init__()
-        self.lm, self.has_prefix = lm, prefix_dim(lm) > 0
+        self.lm = lm
 
     def forward(self, tokens: torch.Tensor, band: torch.Tensor, codebook: torch.Tensor,
-                *rest: torch.Tensor) -> torch.Tensor:
-        prefix = rest[0] if self.has_prefix else None
-        cross = _pairs(rest[1:] if self.has_prefix else rest) or None
+                *cross_flat: torch.Tensor) -> torch.Tensor:
         # a tensor band keeps the band an input of the graph (a Python int would be a constant)
-        logits = self.lm(tokens, cross, prefix=prefix, band=band, causal=False)  # [B, K, T, card]
+        logits = self.lm(tokens, _pairs(cross_flat) or None, band=band,
+                         causal=False)  # [B, K, T, card]
         return torch.index_select(logits, 1, codebook.reshape(1)).squeeze(1)   # [B, T, card]
 
 

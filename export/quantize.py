@@ -17,9 +17,6 @@ from pathlib import Path
 
 import onnx
 
-QUANTIZED_ROLES = ("text", "ar", "magnet")   # graph roles int8 applies to
-
-
 def quantize_int8(src: Path, dst: Path) -> None:
     """Dynamic int8 quantization of ``src`` into ``dst`` (per-channel MatMul weights)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import torch
 import yaml
 
+from engine.loaders.weights import load_strict, read_hf_weights, read_json, torch_load_checkpoint
 from engine.models.encodec import CodecConfig, EncodecModel, InterleavedStereoCodec
 from engine.modules.conv import StreamableConvTranspose1d
 
@@ -46,6 +47,7 @@ _HF_DEFAULTS: dict[str, Any] = {
     "codebook_size": 1024, "codebook_dim": None, "use_conv_shortcut": True,
 }
 _MUSICGEN_TYPES = ("musicgen", "musicgen_melody")
+_CODEC = "a codec with this config"
 
 
 def load_codec(path: str | os.PathLike, *, stereo: bool = False,
@@ -123,7 +125,7 @@ def codec_from_hf_state(config_dict: Mapping[str, Any], state_dict: Mapping[str,
     mapped = {}
     for name, tensor in state_dict.items():
         mapped[_hf_to_ours(name, transposed)] = (name, tensor)
-    _load_strict(model, mapped, source)
+    load_strict(model, mapped, source, what=_CODEC)
     return model
 
 
@@ -149,10 +151,7 @@ def _legacy_weight_norm(name: str) -> str:
 
 def _load_hf_dir(directory: Path) -> tuple[EncodecModel, bool]:
     config_file = directory / "config.json"
-    try:
-        config = json.loads(config_file.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{config_file}: not a readable JSON config ({e})") from e
+    config = read_json(config_file)
     prefix, stereo = "", False
     if config.get("model_type") in _MUSICGEN_TYPES:
         prefix = "audio_encoder."
@@ -161,47 +160,8 @@ def _load_hf_dir(directory: Path) -> tuple[EncodecModel, bool]:
     if config.get("model_type", "encodec") != "encodec":
         raise ValueError(f"{config_file}: model_type {config.get('model_type')!r} is not an "
                          "EnCodec (or MusicGen) model")
-    state, source = _read_hf_weights(directory, prefix)
+    state, source = read_hf_weights(directory, prefix)
     return codec_from_hf_state(config, state, source), stereo
-
-
-def _read_hf_weights(directory: Path, prefix: str) -> tuple[dict[str, torch.Tensor], str]:
-    """Tensors whose name starts with ``prefix`` (prefix stripped) and the file(s) they came
-    from, from model.safetensors, its sharded index, or pytorch_model.bin."""
-    single = directory / "model.safetensors"
-    index = directory / "model.safetensors.index.json"
-    if single.is_file():
-        return _read_safetensors(single, prefix), str(single)
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError) as e:
-            raise ValueError(f"{index}: not a readable safetensors index ({e})") from e
-        shards = sorted({f for k, f in weight_map.items() if k.startswith(prefix)})
-        state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            shard_path = directory / shard
-            if not shard_path.is_file():
-                raise FileNotFoundError(f"{index} names shard {shard_path}, which is missing")
-            state.update(_read_safetensors(shard_path, prefix))
-        return state, str(index)
-    legacy = directory / "pytorch_model.bin"
-    if legacy.is_file():
-        raw = _torch_load(legacy)
-        return {k[len(prefix):]: v for k, v in raw.items() if k.startswith(prefix)}, str(legacy)
-    raise FileNotFoundError(f"{directory}: no model.safetensors, model.safetensors.index.json "
-                            "or pytorch_model.bin beside config.json")
-
-
-def _read_safetensors(file: Path, prefix: str) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            return {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
-    except Exception as e:  # safetensors raises its own error type for truncated/corrupt files
-        raise ValueError(f"{file}: not a readable safetensors file ({type(e).__name__}: {e})") \
-            from e
 
 
 # ----------------------------------------------------------------------------- audiocraft
@@ -265,7 +225,7 @@ def codec_from_audiocraft_state(xp_cfg: Mapping[str, Any] | str,
     """Build a codec from an audiocraft ``xp.cfg`` and ``best_state`` (audiocraft names)."""
     model = EncodecModel(codec_config_from_audiocraft(xp_cfg, source))
     mapped = {_audiocraft_to_ours(name): (name, t) for name, t in best_state.items()}
-    _load_strict(model, mapped, source)
+    load_strict(model, mapped, source, what=_CODEC)
     return model
 
 
@@ -295,7 +255,7 @@ def _resolve_interpolations(node: Any, root: Mapping[str, Any]) -> Any:
 
 def _load_audiocraft_file(file: Path, pretrained_dir: str | os.PathLike | None
                           ) -> EncodecModel:
-    pkg = _torch_load(file)
+    pkg = torch_load_checkpoint(file)
     if not isinstance(pkg, Mapping):
         raise ValueError(f"{file}: expected a dict with 'best_state' and 'xp.cfg', "
                          f"got {type(pkg).__name__}")
@@ -322,32 +282,3 @@ def _resolve_pretrained(file: Path, name: str, pretrained_dir: str | os.PathLike
         f"{file} points at the Hugging Face codec {name!r}, which is not available locally"
         f"{tried}. Download config.json and model.safetensors from "
         f"https://huggingface.co/{name} into a directory and {where} to that directory.")
-
-
-# ----------------------------------------------------------------------------- shared
-
-def _torch_load(file: Path) -> Any:
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle / zip errors of many types for corrupt or foreign files
-        raise ValueError(f"{file}: not a readable torch checkpoint ({type(e).__name__}: {e})") \
-            from e
-
-
-def _load_strict(model: EncodecModel, mapped: Mapping[str, tuple[str, torch.Tensor]],
-                 source: str) -> None:
-    """Load ``{our name: (checkpoint name, tensor)}``; every tensor must exist with the right
-    shape, and every tensor of the model must be given."""
-    expected = model.state_dict()
-    for ours, (theirs, tensor) in mapped.items():
-        if ours not in expected:
-            raise ValueError(f"{source}: unexpected tensor {theirs!r} (no {ours!r} in a codec "
-                             f"with this config)")
-        if tuple(tensor.shape) != tuple(expected[ours].shape):
-            raise ValueError(f"{source}: tensor {theirs!r} has shape {tuple(tensor.shape)}, "
-                             f"expected {tuple(expected[ours].shape)}")
-    missing = [k for k in expected if k not in mapped]
-    if missing:
-        raise ValueError(f"{source}: missing tensor {missing[0]!r} "
-                         f"({len(missing)} of {len(expected)} missing)")
-    model.load_state_dict({ours: t for ours, (_, t) in mapped.items()}, strict=True)
