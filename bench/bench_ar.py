@@ -50,6 +50,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import append_results  # noqa: E402
 from engine.backends.base import ConditionTensors  # noqa: E402
 from engine.models.musicgen import MusicGen  # noqa: E402
 
@@ -373,12 +374,10 @@ def main() -> None:
         lines.append("Alone (one subprocess per stack, one warm-up then one timed run): " + ", ".join(
             f"{n} {a['steps_per_s']:.2f} steps/s" for n, a in alone.items()) + ".")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out is not None:
-        if not args.out.exists():
-            args.out.write_text("# AR decoding: ours vs transformers (bench/bench_ar.py)\n")
-        with args.out.open("a") as f:
-            f.write(text)
+    if args.out is None:
+        print(text)
+    else:
+        append_results(args.out, "AR decoding: ours vs transformers (bench/bench_ar.py)", text)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import append_results  # noqa: E402
 from engine.backends.base import ConditionTensors  # noqa: E402
 from engine.backends.torch_backend import TorchBackend  # noqa: E402
 from engine.decoding.ar import generate_ar  # noqa: E402
@@ -185,12 +186,8 @@ def main() -> None:
         f"attention for stages >= 1 ({magnet_flops(shape, DEFAULT_ATTN_BAND) / 1e9:.0f} GFLOP); "
         f"measured MAGNeT / floor(full) = {mg_s / floor_full:.2f}.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.out.exists():
-        args.out.write_text("# MAGNeT vs AR vs hybrid decoding (bench/bench_magnet.py)\n")
-    with args.out.open("a") as f:
-        f.write(text)
+    append_results(args.out, "MAGNeT vs AR vs hybrid decoding (bench/bench_magnet.py)",
+                   "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

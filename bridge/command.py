@@ -23,6 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "POSIX shared-memory segment and written as WAV files.")
     p.add_argument("--model", default="default",
                    help="'debug', 'default', a HF/audiocraft model dir or an ONNX bundle dir (default: default)")
+    p.add_argument("--provider", default=None,
+                   help="onnxruntime execution provider for an ONNX bundle: cpu, cuda (or "
+                        "CPUExecutionProvider, CUDAExecutionProvider); default: CUDA when it works, "
+                        "else CPU. An error for PyTorch models. /barforge/status reports the one "
+                        "in use.")
     p.add_argument("--preset", default=None, help="preset name (presets/*.json) or preset JSON file used "
                    "when a request names none")
     p.add_argument("--render-dir", default=DEFAULT_RENDER_DIR, help="where clips are written as WAV + JSON "
@@ -73,8 +78,8 @@ def serve(args: argparse.Namespace) -> int:
     presets = load_presets()
     server_preset = resolve_preset(args.preset, presets)
     store = ClipStore(args.render_dir)
-    model = load_model(args.model)
-    provider = str(getattr(model, "provider", "torch"))
+    model = load_model(args.model, provider=args.provider)
+    provider = str(getattr(model, "provider", "torch"))   # a bundle's real onnxruntime provider
     slot_frames = int(args.max_seconds * SLOT_RATE)
     segment = ServerSegment.create(args.shm_name, args.slots, slot_frames, MAX_CHANNELS,
                                    int(args.capture_seconds * CAPTURE_RATE))

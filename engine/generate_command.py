@@ -46,6 +46,10 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default="default",
                    help="'default', 'debug', or a checkpoint folder (native, Hugging Face, "
                         "audiocraft, ONNX bundle); default: %(default)s")
+    p.add_argument("--provider", default=None,
+                   help="onnxruntime execution provider for an ONNX bundle: cpu, cuda (or "
+                        "CPUExecutionProvider, CUDAExecutionProvider); default: CUDA when it "
+                        "works, else CPU. An error for PyTorch models.")
     p.add_argument("-o", "--output", required=True, type=Path, help="WAV file to write")
     p.add_argument("--mode", choices=MODES, default=None,
                    help="decoding: ar (MusicGen), magnet or hybrid (MAGNeT models); "
@@ -90,7 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _load(args: argparse.Namespace) -> Any:
     from engine.models.pretrained import load_model
-    model = load_model(args.model)
+    model = load_model(args.model, provider=args.provider)
     if getattr(model, "is_placeholder", False):
         print(f"barforge {args.command}: NOTE: model 'default' is an untrained RANDOM "
               "placeholder; the output is noise", file=sys.stderr)

@@ -39,17 +39,10 @@ class ExportedGraph:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _register_symbolics(opset: int) -> None:
-    """The TorchScript exporter has no rule for in-place ``&=`` on bool masks: map it to And."""
-    torch.onnx.register_custom_op_symbolic(
-        "aten::__iand_", lambda g, a, b: g.op("And", a, b), opset)
-
-
 def export_graph(module: nn.Module, spec: GraphSpec, example: dict[str, np.ndarray],
                  path: Path, opset: int) -> None:
     """Trace ``module`` on ``example`` and write ``path``; refuse a result that froze an axis."""
     args = tuple(torch.from_numpy(example[io.name]) for io in spec.inputs)
-    _register_symbolics(opset)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings on shape checks, the legacy-exporter note
         torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset,

@@ -1,8 +1,9 @@
 """The bundle's ``manifest.json``: graph I/O specs, model numbers, file checksums.
 
-Writing lives here; reading and verifying (a missing file or a wrong sha256 is refused) lives in
-``engine.backends.onnx_backend`` because the runtime needs it and engine never imports export.
-``read_manifest`` is re-exported here so export code and tests have one place to look.
+Writing lives here; the format's name, version, file name and checksum, and reading and
+verifying (a missing file or a wrong sha256 is refused) live in ``engine.backends.onnx_manifest``
+because the runtime needs them and engine never imports export. This module only imports them,
+so nothing about the format is defined twice; ``read_manifest`` is re-exported for export code.
 
 A shape is a list whose entries are ints (static) or strings (named dynamic axes, the same
 names the exporter was given), e.g. ``["batch", 16, "past_seq", 64]``.
@@ -16,8 +17,8 @@ from typing import Any
 
 import onnx
 
-from engine.backends.onnx_backend import (  # noqa: F401  (re-exported)
-    FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, read_manifest, sha256_file)
+from engine.backends.onnx_manifest import (  # noqa: F401  (read_manifest re-exported)
+    FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, check_header, read_manifest, sha256_file)
 
 ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
@@ -135,5 +136,6 @@ def write_manifest(out_dir: Path, header: dict[str, Any], graphs: list[GraphSpec
         "files": {f: {"sha256": sha256_file(out_dir / f), "bytes": (out_dir / f).stat().st_size}
                   for f in files},
     }
+    check_header(manifest, f"{out_dir / MANIFEST_NAME} (being written)")  # the reader's rules
     (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -6,10 +6,6 @@ HostSegment (seqlocked slot reads, capture ring writes).
 """
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,14 +20,9 @@ from bridge.tempo import frames_for_bars
 pytest.importorskip("engine.models.pretrained", reason="engine.load_model is not available")
 from plugin_host.shm import HostSegment  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+from bridge_server import free_port, spawn_server, terminate_server  # noqa: E402
+
 TIMEOUT = 120.0
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Host:
@@ -79,16 +70,12 @@ class Host:
 
 
 def start_server(shm, render_dir, port, *extra):
-    cmd = [sys.executable, "-m", "bridge", "serve", "--model", "debug", "--port", str(port),
-           "--shm-name", shm, "--render-dir", str(render_dir), "--max-seconds", "40", *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = open(Path(render_dir).parent / f"server-{shm}-{port}.log", "a")  # a pipe could fill up
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=log)
-    proc.log = log
+    proc = spawn_server(port, shm, render_dir,
+                        Path(render_dir).parent / f"server-{shm}-{port}.log", 40, *extra)
     host = Host(port)
     end = time.monotonic() + TIMEOUT
     while time.monotonic() < end:
-        assert proc.poll() is None, f"server exited: {Path(log.name).read_text()[-2000:]}"
+        assert proc.poll() is None, f"server exited: {Path(proc.log.name).read_text()[-2000:]}"
         host.send("/barforge/ping")
         try:
             host.one("/barforge/pong", 1.0)
@@ -100,13 +87,7 @@ def start_server(shm, render_dir, port, *extra):
 
 
 def stop_server(proc, shm):
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.log.close()
+    terminate_server(proc)
     assert not os.path.exists(f"/dev/shm/{shm}"), "segment left behind after SIGTERM"
 
 

@@ -8,7 +8,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from engine.backends.onnx_backend import load_bundle, open_bundle, read_manifest
+from engine.backends.onnx_backend import load_bundle, open_bundle
+from engine.backends.onnx_manifest import read_manifest
 from engine.models.pretrained import build_debug_model
 from export.bundle import export_bundle, op_types
 

@@ -4,7 +4,8 @@ import onnx
 import pytest
 import torch
 
-from engine.backends.onnx_backend import load_bundle, read_manifest
+from engine.backends.onnx_backend import load_bundle
+from engine.backends.onnx_manifest import read_manifest
 from engine.models.pretrained import build_debug_model
 from export.bundle import export_bundle
 

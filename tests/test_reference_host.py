@@ -20,6 +20,8 @@ from plugin_host.host.timeline import Timeline
 from plugin_host.host.transport import Transport, round_half_away
 from plugin_host.shm import HostSegment, ServerSegment
 
+from bridge_server import free_port, spawn_server, terminate_server
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -87,26 +89,15 @@ def test_a_clip_at_another_sample_rate_is_refused(segments):
 
 # ---- against a real server ----------------------------------------------------------------
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_offline_session_against_a_running_server(tmp_path):
     pytest.importorskip("bridge.command", reason="bridge/ (barforge serve) is not available")
     pytest.importorskip("engine.models.pretrained", reason="engine.load_model is not available")
     from plugin_host.host.osc_client import OscClient
     from plugin_host.host.session import SessionPlan, run_offline
 
-    port, shm = _free_port(), f"bfhs{os.getpid()}"
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--model", "debug", "--port",
-                             str(port), "--shm-name", shm, "--render-dir", str(tmp_path / "clips"),
-                             "--max-seconds", "20", "--capture-seconds", "1", "--no-warm-up"],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=log)
+    port, shm = free_port(), f"bfhs{os.getpid()}"
+    proc = spawn_server(port, shm, tmp_path / "clips", tmp_path / "server.log", 20,
+                        "--capture-seconds", "1", "--no-warm-up")
     client = OscClient(port)
     try:
         client.wait_pong(timeout=180)
@@ -131,13 +122,7 @@ def test_offline_session_against_a_running_server(tmp_path):
                                       cont.clip.audio[:100].repeat(2 // cont.clip.channels, axis=1))
     finally:
         client.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            log.close()
+        terminate_server(proc)
 
 
 # ---- a real PortAudio device ----------------------------------------------------------------

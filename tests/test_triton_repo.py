@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from engine.backends.onnx_backend import read_manifest, sha256_file
+from engine.backends.onnx_manifest import read_manifest, sha256_file
 from engine.models.pretrained import build_debug_model
 from export.bundle import export_bundle
 from export.triton import TRITON_DTYPES

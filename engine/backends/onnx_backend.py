@@ -15,9 +15,6 @@ computed once per generation by ``lm_cross`` and stay bound as device OrtValues.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,61 +23,10 @@ import numpy as np
 import torch
 
 from engine.backends.base import ConditionTensors
+from engine.backends.onnx_manifest import (  # noqa: F401  (sha256_file, is_bundle re-exported)
+    MANIFEST_NAME, is_bundle, read_manifest, sha256_file)
 
-FORMAT_NAME = "barforge-onnx-bundle"
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-
-
-# ---------------------------------------------------------------- manifest
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def read_manifest(bundle_dir: str | Path, verify: bool = True) -> dict[str, Any]:
-    """Read a bundle's manifest.json; with ``verify``, check every listed file and its sha256.
-
-    Raises FileNotFoundError for a missing manifest or file, ValueError for a manifest of another
-    format/version or a file whose sha256 differs (a corrupt or edited bundle).
-    """
-    bundle_dir = Path(bundle_dir)
-    path = bundle_dir / MANIFEST_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{bundle_dir} is not an ONNX bundle: {MANIFEST_NAME} is missing")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    if manifest.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT_NAME!r}")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {manifest.get('format_version')!r} is not "
-                         f"supported (this runtime reads version {FORMAT_VERSION})")
-    for key in ("family", "sample_rate", "frame_rate", "num_codebooks", "card", "graphs", "files"):
-        if key not in manifest:
-            raise ValueError(f"{path}: the manifest has no {key!r} entry")
-    for graph in manifest["graphs"].values():
-        if graph["file"] not in manifest["files"]:
-            raise ValueError(f"{path}: graph file {graph['file']} has no sha256 entry")
-    if verify:
-        for name, info in manifest["files"].items():
-            file = bundle_dir / name
-            if not file.is_file():
-                raise FileNotFoundError(f"bundle {bundle_dir}: file {name} listed in the "
-                                        f"manifest is missing")
-            digest = sha256_file(file)
-            if digest != info["sha256"]:
-                raise ValueError(f"bundle {bundle_dir}: {name} has sha256 {digest[:16]}..., the "
-                                 f"manifest says {info['sha256'][:16]}... (corrupt or modified)")
-    return manifest
 
 
 # ---------------------------------------------------------------- sessions
@@ -122,16 +68,39 @@ def cuda_provider_works() -> bool:
     return _CUDA_WORKS
 
 
+def provider_names() -> list[str]:
+    """Every accepted ``provider`` value: the short names and onnxruntime's full names."""
+    return [*PROVIDERS, *PROVIDERS.values()]
+
+
 def choose_provider(provider: str | None = None) -> str:
-    """``"cuda"`` when the CUDA provider works, else ``"cpu"``; ``provider`` overrides."""
+    """The device a bundle runs on: ``"cuda"`` or ``"cpu"``.
+
+    ``None``: CUDA when onnxruntime can really create its provider here, else CPU (the silent
+    fallback). An explicit ``provider`` (``"cpu"``, ``"cuda"``, ``"CPUExecutionProvider"``,
+    ``"CUDAExecutionProvider"``; case-insensitive) is obeyed or refused: asking for CUDA where it
+    does not work is a ValueError, never a silent fall back to CPU.
+    """
     if provider is None:
         return "cuda" if cuda_provider_works() else "cpu"
-    if provider not in PROVIDERS:
-        raise ValueError(f"provider must be one of {sorted(PROVIDERS)}, got {provider!r}")
-    if provider == "cuda" and not cuda_provider_works():
-        raise ValueError("provider 'cuda' was asked for but onnxruntime cannot create its CUDA "
-                         "execution provider here (no GPU, or CUDA/cuDNN libraries missing)")
-    return provider
+    by_name = {k.lower(): short for short, full in PROVIDERS.items() for k in (short, full)}
+    short = by_name.get(str(provider).strip().lower())
+    if short is None:
+        raise ValueError(f"unknown provider {provider!r}: expected one of "
+                         f"{', '.join(provider_names())} (available here: "
+                         f"{', '.join(available_providers())})")
+    if short == "cuda" and not cuda_provider_works():
+        raise ValueError(f"provider {provider!r} was asked for but onnxruntime cannot create its "
+                         "CUDA execution provider here (no GPU, or the CUDA/cuDNN libraries or "
+                         "the onnxruntime-gpu wheel are missing); available here: "
+                         f"{', '.join(available_providers())}. Leave --provider out to fall "
+                         "back to CPU automatically.")
+    return short
+
+
+def available_providers() -> list[str]:
+    """The supported providers onnxruntime can really use on this machine (full names)."""
+    return [PROVIDERS["cuda"]] * cuda_provider_works() + [PROVIDERS["cpu"]]
 
 
 def make_session(path: Path, provider: str, threads: int | None = None,
@@ -231,6 +200,8 @@ class OnnxBackend:
         self.prefill_session = session(lm["graphs"].get("prefill"))
         self.step_session = session(lm["graphs"].get("step"))
         self.full_session = session(lm["graphs"].get("full"))
+        # what the sessions really run on (onnxruntime's name), reported by /barforge/status
+        self.provider: str = self.cross_session.get_providers()[0]
         L = self.num_layers
         self.past_names = [f"past_key_values.{i}.decoder.{kv}" for i in range(L)
                            for kv in ("key", "value")]
@@ -419,7 +390,7 @@ class LoadedBundle:
     backends: dict[str, OnnxBackend]
     codec: OnnxCodec
     text_encoder: Any
-    provider: str
+    provider: str          # onnxruntime's name of the provider the sessions run on
 
     @property
     def family(self) -> str:
@@ -430,35 +401,32 @@ class LoadedBundle:
         return float(self.manifest["max_duration"])
 
 
-def is_bundle(path: str | Path) -> bool:
-    """Whether ``path`` is a directory holding a bundle manifest."""
-    return (Path(path) / MANIFEST_NAME).is_file()
-
-
 def open_bundle(bundle_dir: str | Path, provider: str | None = None,
                 threads: int | None = None) -> LoadedBundle:
-    """Verify a bundle (files, sha256) and open its sessions on ``provider`` (default: CUDA when
-    it works, else CPU; ``"cpu"`` / ``"cuda"`` force one). ``threads``: intra-op threads."""
+    """Verify a bundle (files, sha256) and open its sessions on ``provider`` (see
+    ``choose_provider``: default CUDA when it works, else CPU; a named one is obeyed or refused
+    with a ValueError). ``threads``: intra-op threads."""
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir, verify=True)
-    provider = choose_provider(provider)
+    device = choose_provider(provider)
     backends: dict[str, OnnxBackend] = {}
     by_graphs: dict[tuple, OnnxBackend] = {}
     for role, lm in manifest["lms"].items():
         key = tuple(sorted((k, v) for k, v in lm["graphs"].items() if v))
         if key not in by_graphs:
-            by_graphs[key] = OnnxBackend(bundle_dir, manifest, role, provider, threads)
+            by_graphs[key] = OnnxBackend(bundle_dir, manifest, role, device, threads)
         backends[role] = by_graphs[key]
     return LoadedBundle(manifest=manifest, backends=backends,
-                        codec=OnnxCodec(bundle_dir, manifest, provider, threads),
-                        text_encoder=load_text_encoder(bundle_dir, manifest, provider, threads),
-                        provider=provider)
+                        codec=OnnxCodec(bundle_dir, manifest, device, threads),
+                        text_encoder=load_text_encoder(bundle_dir, manifest, device, threads),
+                        provider=next(iter(backends.values())).provider)
 
 
 def load_bundle(bundle_dir: str | Path, provider: str | None = None,
                 threads: int | None = None) -> Any:
     """The model of a bundle with the public API: ``MusicGen`` or ``MAGNeT`` whose backends are
-    onnxruntime sessions (engine.models.pretrained.load_model calls this for a bundle dir)."""
+    onnxruntime sessions (engine.models.pretrained.load_model calls this for a bundle dir).
+    ``provider``: as ``open_bundle``; ``model.provider`` is the one the sessions really use."""
     from engine.models.musicgen import MusicGen
 
     b = open_bundle(bundle_dir, provider, threads)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.decoding.params import MAX_DURATION_S, MAX_SEED, _check_range
+from engine.config_dict import check_bool, check_int, check_range
+from engine.decoding.params import MAX_DURATION_S, MAX_SEED
 
 SPAN_ARRANGEMENTS = ("nonoverlap", "stride1")
 SPAN_SCORINGS = ("max", "prod")
@@ -50,7 +51,7 @@ class MagnetParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        _check_range("duration", self.duration, 0.0, MAX_DURATION_S, low_open=True)
+        check_range("duration", self.duration, 0.0, MAX_DURATION_S, low_open=True)
         steps = self.decoding_steps
         if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
             raise ValueError(f"decoding_steps must be a sequence of integers, got {steps!r}")
@@ -60,8 +61,7 @@ class MagnetParams:
             raise ValueError(f"decoding_steps must be a non-empty sequence of integers in "
                              f"[1, {MAX_DECODING_STEPS}] (one per codebook), got {self.decoding_steps!r}")
         object.__setattr__(self, "decoding_steps", steps)
-        if isinstance(self.span_len, bool) or not isinstance(self.span_len, int) or not 1 <= self.span_len <= 100:
-            raise ValueError(f"span_len must be an integer in [1, 100], got {self.span_len!r}")
+        check_int("span_len", self.span_len, 1, 100)
         if self.span_arrangement not in SPAN_ARRANGEMENTS:
             raise ValueError(f"span_arrangement must be one of {SPAN_ARRANGEMENTS}, "
                              f"got {self.span_arrangement!r}")
@@ -71,19 +71,15 @@ class MagnetParams:
         if self.span_arrangement == "stride1" and self.span_scoring == "max":
             raise ValueError("span_scoring 'max' needs span_arrangement 'nonoverlap'; "
                              "stride1 spans are scored with 'prod'")
-        _check_range("max_cfg_coef", self.max_cfg_coef, 0.0, 100.0)
-        _check_range("min_cfg_coef", self.min_cfg_coef, 0.0, 100.0)
-        _check_range("temperature", self.temperature, 0.0, 100.0)
+        check_range("max_cfg_coef", self.max_cfg_coef, 0.0, 100.0)
+        check_range("min_cfg_coef", self.min_cfg_coef, 0.0, 100.0)
+        check_range("temperature", self.temperature, 0.0, 100.0)
         for name in ("anneal_temperature", "use_sampling"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        _check_range("top_p", self.top_p, 0.0, 1.0)
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
-        _check_range("rescore_weight", self.rescore_weight, 0.0, 1.0)
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
-                                      or not 0 <= self.seed <= MAX_SEED):
-            raise ValueError(f"seed must be None or an integer in [0, {MAX_SEED}], got {self.seed!r}")
+            check_bool(name, getattr(self, name))
+        check_range("top_p", self.top_p, 0.0, 1.0)
+        check_int("top_k", self.top_k, 0, note=" (0 disables it)")
+        check_range("rescore_weight", self.rescore_weight, 0.0, 1.0)
+        check_int("seed", self.seed, 0, MAX_SEED, allow_none=True)
 
     @property
     def scoring(self) -> str:

@@ -19,7 +19,6 @@ audiocraft ``.conv.conv`` -> ``.conv``, ``.convtr.convtr`` -> ``.convtr``, ``qua
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re

@@ -21,7 +21,6 @@ The codec weights are left to engine/loaders/codec_checkpoint.py (``LoadedLM.loa
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -32,7 +31,9 @@ import torch
 import yaml
 
 from engine.conditioners.text import T5TextEncoder, TextEncoder
-from engine.loaders.codec_checkpoint import _read_hf_weights, _torch_load, load_codec
+from engine.config_dict import check_int
+from engine.loaders.codec_checkpoint import load_codec
+from engine.loaders.weights import load_strict, read_hf_weights, read_json, torch_load_checkpoint
 from engine.models.lm import LMConfig, LMModel
 
 ENV_T5_DIR = "BARFORGE_T5_DIR"
@@ -87,37 +88,22 @@ def load_lm_checkpoint(path: str | os.PathLike, *, t5_dir: str | os.PathLike | N
 
 # ----------------------------------------------------------------------------- shared
 
-def _load_strict(lm: LMModel, mapped: Mapping[str, tuple[str, torch.Tensor]], source: str) -> None:
-    """Load ``{our name: (checkpoint name, tensor)}``: no tensor missing, unknown or misshapen."""
-    expected = lm.state_dict()
-    for ours, (theirs, tensor) in mapped.items():
-        if ours not in expected:
-            raise ValueError(f"{source}: unexpected tensor {theirs!r} (no {ours!r} in an LM with "
-                             f"this config: n_q {lm.n_q}, {lm.cfg.num_layers} layers)")
-        if tuple(tensor.shape) != tuple(expected[ours].shape):
-            raise ValueError(f"{source}: tensor {theirs!r} has shape {tuple(tensor.shape)}, "
-                             f"expected {tuple(expected[ours].shape)}")
-    missing = [k for k in expected if k not in mapped]
-    if missing:
-        raise ValueError(f"{source}: missing tensor for {missing[0]!r} "
-                         f"({len(missing)} of {len(expected)} missing)")
-    # ``lm`` may live on the meta device: assign the checkpoint's tensors instead of copying.
-    lm.load_state_dict({ours: t.to(torch.float32).contiguous() for ours, (_, t) in mapped.items()},
-                       strict=True, assign=True)
-    lm.eval()
-
-
 def _empty_lm(cfg: LMConfig) -> LMModel:
     """An LMModel without storage (meta device): no time spent on random init of weights
     the checkpoint overwrites."""
     with torch.device("meta"):
-        return LMModel(cfg)
+        return LMModel(cfg).eval()
+
+
+def _load_lm(lm: LMModel, mapped: Mapping[str, tuple[str, torch.Tensor]], source: str) -> None:
+    """``load_strict`` into an LM built by ``_empty_lm`` (meta device: the tensors are assigned)."""
+    load_strict(lm, mapped, source, missing_label="missing tensor for", assign=True,
+                what=f"an LM with this config: n_q {lm.n_q}, {lm.cfg.num_layers} layers")
 
 
 def _int(cfg: Mapping[str, Any], key: str, source: str) -> int:
     value = cfg.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{source}: {key} must be an integer, got {value!r}")
+    check_int(f"{source}: {key}", value)
     return value
 
 
@@ -211,10 +197,7 @@ def _hf_generation(directory: Path, frame_rate: float | None) -> dict[str, Any]:
     file = directory / "generation_config.json"
     if not file.is_file():
         return {}
-    try:
-        gen = json.loads(file.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{file}: not a readable JSON file ({e})") from e
+    gen = read_json(file, kind="file")
     out: dict[str, Any] = {}
     for theirs, ours in (("guidance_scale", "cfg_coef"), ("top_k", "top_k"), ("top_p", "top_p"),
                          ("temperature", "temperature"), ("do_sample", "use_sampling")):
@@ -227,10 +210,7 @@ def _hf_generation(directory: Path, frame_rate: float | None) -> dict[str, Any]:
 
 def _load_hf(directory: Path, load_text_encoder: bool) -> LoadedLM:
     config_file = directory / "config.json"
-    try:
-        config = json.loads(config_file.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{config_file}: not a readable JSON config ({e})") from e
+    config = read_json(config_file)
     model_type = config.get("model_type")
     if model_type not in ("musicgen", "musicgen_melody"):
         raise ValueError(f"{config_file}: model_type {model_type!r} is not 'musicgen' or "
@@ -238,12 +218,12 @@ def _load_hf(directory: Path, load_text_encoder: bool) -> LoadedLM:
     melody = model_type == "musicgen_melody"
     cfg = _hf_lm_config(config, str(config_file))
     try:
-        state, source = _read_hf_weights(directory, "")
+        state, source = read_hf_weights(directory, "")
     except FileNotFoundError as e:
         raise ValueError(str(e)) from e
     mapped = _map_hf(state, melody, cfg, source)
     lm = _empty_lm(cfg)
-    _load_strict(lm, mapped, source)
+    _load_lm(lm, mapped, source)
 
     dec = config["decoder"]
     audio = config.get("audio_encoder", {})
@@ -303,7 +283,7 @@ def _check_audiocraft_lm(tl: Mapping[str, Any], source: str) -> None:
 
 def _load_audiocraft(file: Path, t5_dir: str | os.PathLike | None,
                      load_text_encoder: bool) -> LoadedLM:
-    pkg = _torch_load(file)
+    pkg = torch_load_checkpoint(file)
     if not isinstance(pkg, Mapping) or "best_state" not in pkg or "xp.cfg" not in pkg:
         got = sorted(map(str, pkg)) if isinstance(pkg, Mapping) else type(pkg).__name__
         raise ValueError(f"{file}: expected a dict with 'best_state' and 'xp.cfg', got {got}")
@@ -344,7 +324,7 @@ def _load_audiocraft(file: Path, t5_dir: str | os.PathLike | None,
         ours = name.replace("condition_provider.conditioners.description.output_proj.", "cond_proj.")
         mapped[ours] = (name, tensor)
     lm = _empty_lm(cfg)
-    _load_strict(lm, mapped, source)
+    _load_lm(lm, mapped, source)
 
     text_encoder = None
     if load_text_encoder and cross:

@@ -10,12 +10,13 @@ T frames (ceil(N / hop)).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
+from engine.config_dict import dataclass_from_dict
 from engine.modules.conv import PAD_MODES
 from engine.modules.quantization import ResidualVectorQuantizer
 from engine.modules.seanet import SEANetDecoder, SEANetEncoder
@@ -85,11 +86,8 @@ class CodecConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CodecConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown CodecConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        """The config ``to_dict`` wrote; ValueError naming unknown keys."""
+        return dataclass_from_dict(cls, d)
 
 
 def encodec_32khz_config() -> CodecConfig:

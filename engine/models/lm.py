@@ -12,11 +12,12 @@ C condition width.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from engine.config_dict import check_int, dataclass_from_dict
 from engine.modules.transformer import CrossKV, KVCache, StreamingTransformer
 
 
@@ -43,13 +44,9 @@ class LMConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_q", "card", "dim", "num_heads", "num_layers", "hidden_scale"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"LMConfig.{name} must be a positive integer, got {value!r}")
+            check_int(f"LMConfig.{name}", getattr(self, name), 1)
         for name in ("cond_dim", "prefix_text_dim", "chroma_bins"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"LMConfig.{name} must be an integer >= 0, got {value!r}")
+            check_int(f"LMConfig.{name}", getattr(self, name), 0)
         if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
             raise ValueError(f"LMConfig.dim {self.dim} must split into {self.num_heads} heads "
                              "of an even size")
@@ -63,11 +60,8 @@ class LMConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "LMConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"LMConfig: unknown keys {unknown}; expected a subset of {sorted(known)}")
-        return cls(**data)
+        """The config ``to_dict`` wrote; ValueError naming unknown keys."""
+        return dataclass_from_dict(cls, data)
 
 
 def debug_lm_config() -> LMConfig:

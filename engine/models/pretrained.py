@@ -38,10 +38,19 @@ PLACEHOLDER_WARNING = (
     "WARNING: loading a small RANDOMLY INITIALISED stand-in. Its output is noise, not music.")
 
 
-def load_model(name_or_path: str | os.PathLike) -> Any:
+def load_model(name_or_path: str | os.PathLike, provider: str | None = None) -> Any:
     """A ``MusicGen`` or ``MAGNeT`` (see the module docstring); ValueError for an unknown name
-    or a folder of no known format, FileNotFoundError for missing files inside a checkpoint."""
+    or a folder of no known format, FileNotFoundError for missing files inside a checkpoint.
+
+    ``provider``: the onnxruntime execution provider of an ONNX bundle (``cpu``, ``cuda`` or
+    onnxruntime's names; default CUDA when it works, else CPU). ValueError when it is given for
+    a model that is not a bundle (PyTorch models run on torch), or names an unknown or unusable
+    provider.
+    """
     name = os.fspath(name_or_path)
+    if provider is not None and _is_torch_model(name):
+        raise ValueError(f"provider {provider!r} applies only to ONNX bundles (a folder with "
+                         f"manifest.json); {name!r} is a PyTorch model, which runs on torch")
     if name == "debug":
         return build_debug_model()
     if name == "default":
@@ -54,7 +63,7 @@ def load_model(name_or_path: str | os.PathLike) -> Any:
     if is_native_dir(path):
         return model_from_native(load_native(path), name=str(path), base_dir=path)
     if (path / "manifest.json").is_file():
-        return _load_onnx_bundle(path)
+        return _load_onnx_bundle(path, provider)
     if (path / "config.json").is_file() or (path / "state_dict.bin").is_file():
         return _load_reference_checkpoint(path)
     raise ValueError(f"{path} is not a model folder; expected {EXPECTED}")
@@ -164,7 +173,16 @@ def magnet_class() -> type:
     return MAGNeT
 
 
-def _load_onnx_bundle(path: Path) -> Any:
+def _is_torch_model(name: str) -> bool:
+    """Whether ``name`` names a PyTorch model: a built-in name or a folder that is not an ONNX
+    bundle (a native checkpoint wins over a manifest, as in load_model)."""
+    if name in ("debug", "default"):
+        return True
+    path = Path(name).expanduser()
+    return path.is_dir() and (is_native_dir(path) or not (path / "manifest.json").is_file())
+
+
+def _load_onnx_bundle(path: Path, provider: str | None = None) -> Any:
     """An exported bundle: the onnxruntime runtime builds the model (same API, its backend)."""
     try:
         from engine.backends.onnx_backend import load_bundle
@@ -172,7 +190,7 @@ def _load_onnx_bundle(path: Path) -> Any:
         raise ValueError(f"{path} is an ONNX bundle (manifest.json), but this build cannot run "
                          f"bundles yet: engine.backends.onnx_backend.load_bundle is missing ({e})"
                          ) from e
-    return load_bundle(path)
+    return load_bundle(path, provider=provider)
 
 
 AR_PARAM_NAMES = ("temperature", "top_k", "top_p", "cfg_coef", "use_sampling", "extend_stride")

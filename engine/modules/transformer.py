@@ -52,9 +52,9 @@ def self_attention_mask(steps: int, past: int, causal: bool, band: int | None,
     k_pos = torch.arange(past + steps, device=device)[None, :]
     allowed = torch.ones(steps, past + steps, dtype=torch.bool, device=device)
     if causal:
-        allowed &= k_pos <= q_pos
+        allowed = allowed & (k_pos <= q_pos)
     if band is not None:
-        allowed &= (q_pos - k_pos).abs() <= band
+        allowed = allowed & ((q_pos - k_pos).abs() <= band)
     return allowed
 
 

@@ -134,6 +134,19 @@ def _run_lm(args: argparse.Namespace, kind: str) -> int:
     return 0
 
 
+def _generation_defaults(text: str | None) -> dict:
+    """``--generation`` (a JSON object of set_generation_params keywords) as a dict."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"--generation must be a JSON object, got {text!r} ({e})") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"--generation must be a JSON object, got {text!r}")
+    return value
+
+
 def _run_package(args: argparse.Namespace) -> int:
     from engine.models.native_format import NativeCheckpoint, save_native
     from engine.training.codec import load_trained_codec
@@ -150,7 +163,8 @@ def _run_package(args: argparse.Namespace) -> int:
         family=family, codec_config=codec.config.to_dict(), lm_config=meta["lm"],
         text_encoder=meta["text_encoder"], sample_rate=codec.sample_rate,
         max_duration=frames / codec.frame_rate, codec_state=codec.state_dict(), lm_state=lm.state_dict(),
-        ar_lm_config=ar_meta["lm"] if ar_meta else None, ar_lm_state=ar_lm.state_dict() if ar_lm else None)
+        ar_lm_config=ar_meta["lm"] if ar_meta else None, ar_lm_state=ar_lm.state_dict() if ar_lm else None,
+        generation=_generation_defaults(args.generation))
     path = save_native(args.out, ckpt)
     print(f"wrote {path.parent}")
     return 0
@@ -195,6 +209,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--lm", required=True, help="a `train magnet` (or `train lm`) --out folder")
     k.add_argument("--ar-lm", default=None, help="optional `train lm --out` folder (hybrid/AR modes)")
     k.add_argument("--out", required=True, help="the model folder to write")
+    k.add_argument("--generation", default=None,
+                   help='default generation parameters as JSON, e.g. \'{"decoding_steps": [6, 3, 3, 3]}\'')
     k.set_defaults(func=_run_package)
 
 
