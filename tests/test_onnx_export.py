@@ -122,7 +122,8 @@ def test_dynamic_past_length_from_zero_to_the_window(bundle, musicgen, batch, co
 
 def test_codec_graphs_keep_length_and_batch_dynamic(bundle, musicgen):
     codec = open_bundle(bundle, provider="cpu").codec
-    for batch, frames in ((1, 5), (2, 13), (3, 40)):
+    assert "min_frames" not in read_manifest(bundle)["codec"]
+    for batch, frames in ((1, 1), (2, 2), (1, 3), (1, 5), (2, 13), (3, 40)):
         wav = torch.randn(batch, 1, frames * 640)
         codes = codec.encode(wav)
         assert torch.equal(codes, musicgen.compression_model.encode(wav))
@@ -131,6 +132,15 @@ def test_codec_graphs_keep_length_and_batch_dynamic(bundle, musicgen):
             ref = musicgen.compression_model.decode(codes)
         assert out.shape == ref.shape == (batch, 1, frames * 640)
         assert float((out - ref).abs().max()) < 1e-5
+
+
+def test_codec_encoder_graph_runs_on_less_than_one_frame_of_samples(bundle, musicgen):
+    codec = open_bundle(bundle, provider="cpu").codec
+    for samples in (1, 100, 639, 641):
+        wav = torch.randn(1, 1, samples)
+        codes = codec.encode(wav)
+        assert codes.shape[-1] == -(-samples // 640)
+        assert torch.equal(codes, musicgen.compression_model.encode(wav))
 
 
 def test_export_refuses_a_model_it_cannot_represent(tmp_path, musicgen):

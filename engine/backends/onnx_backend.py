@@ -322,7 +322,9 @@ class OnnxCodec:
         self.sample_rate, self.frame_rate = int(manifest["sample_rate"]), float(manifest["frame_rate"])
         self.channels, self.hop_length = int(codec["channels"]), int(codec["hop_length"])
         self.num_codebooks, self.cardinality = int(manifest["num_codebooks"]), int(codec["card"])
-        self.min_frames = int(codec["min_frames"])
+        # bundles exported before conv padding was branch-free record the shortest input their
+        # codec graphs run on; newer graphs run from one frame up and record none
+        self.min_frames = int(codec.get("min_frames", 0))
 
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """Waveform [B, C, N] -> codes [B, K, T] (int64)."""

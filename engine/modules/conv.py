@@ -51,38 +51,49 @@ def extra_padding_for_conv1d(length: int, kernel_size: int, stride: int,
 
 
 def pad1d(x: torch.Tensor, paddings: tuple[int, int], mode: str) -> torch.Tensor:
-    """``F.pad`` on the last axis; reflect padding also works when x is shorter than the pad."""
+    """``F.pad`` on the last axis; reflect padding also works when x is shorter than the pad.
+
+    Reflect follows audiocraft's rule: an input of N <= max(left, right) samples is first
+    zero-extended to max(left, right) + 1, reflected, and the zeros' share cut off the end. It is
+    computed branch-free, as one gather from x: output sample p reads x at q = |p - left|,
+    reflected at the end of the zero-extended length E = max(N, max(left, right) + 1)
+    (q -> 2 (E - 1) - q when q >= E), and is 0 where q >= N. Nothing depends on N by a Python
+    branch, so a traced export runs on every length, and ``right`` may be a traced (dynamic)
+    size.
+    """
     padding_left, padding_right = paddings
-    assert padding_left >= 0 and padding_right >= 0, paddings
     if mode != "reflect":
         return F.pad(x, paddings, mode)
     length = x.shape[-1]
-    max_pad = max(padding_left, padding_right)
-    extra = max_pad - length + 1 if length <= max_pad else 0
-    if extra:
-        x = F.pad(x, (0, extra))                           # [B, C, N + extra]
-    padded = F.pad(x, paddings, mode)
-    return padded[..., :padded.shape[-1] - extra]          # [B, C, N + left + right]
+    pos = torch.arange(length, device=x.device)
+    n = pos[-1:] + 1                                                   # [1]: N
+    q = torch.arange(-padding_left, length + padding_right, device=x.device)
+    right = q[-1:] - pos[-1:]                                          # [1]: right padding
+    extended = torch.maximum(n, torch.clamp(right, min=padding_left) + 1)   # [1]: E
+    q = q.abs()                                                        # reflect at the start
+    q = torch.where(q >= extended, 2 * (extended - 1) - q, q)          # reflect at E - 1
+    inside = q < n                                                     # beyond N: the zeros
+    gathered = x.index_select(-1, torch.where(inside, q, torch.zeros_like(q)))
+    return torch.where(inside, gathered, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 def pad_for_strided_conv1d(x: torch.Tensor, padding_left: int, padding_right: int,
                            kernel_size: int, stride: int, mode: str) -> torch.Tensor:
     """Pad x [B, C, N] by (left, right + extra), extra from ``extra_padding_for_conv1d``.
 
-    For inputs longer than the largest possible pad this pads by the static maximum
-    (right + stride - 1) and cuts to the needed length: the same values (reflection does not
-    depend on the pad amount), and a traced export keeps the length dynamic instead of
-    freezing the extra padding it saw. Shorter inputs take audiocraft's exact path.
+    Branch-free in N, so a traced export keeps the length dynamic down to one sample: reflect
+    padding goes through ``pad1d`` with the traced right padding; constant padding pads by the
+    static maximum (right + stride - 1) and cuts to the needed length (the same values; F.pad
+    would freeze a traced pad amount).
     """
     length = x.shape[-1]
     padding_total = padding_left + padding_right
     if stride == 1:                                        # no extra padding ever needed
         return pad1d(x, (padding_left, padding_right), mode)
-    max_right = padding_right + stride - 1
-    if length <= max(padding_left, max_right):
+    if mode == "reflect":
         extra = extra_padding_for_conv1d(length, kernel_size, stride, padding_total)
         return pad1d(x, (padding_left, padding_right + extra), mode)
-    padded = F.pad(x, (padding_left, max_right), mode)    # [B, C, N + left + max_right]
+    padded = F.pad(x, (padding_left, padding_right + stride - 1), mode)
     target = _n_windows(length, kernel_size, stride, padding_total) * stride + kernel_size
     return padded[..., :target]                            # [B, C, N + total + extra]
 
