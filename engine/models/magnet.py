@@ -64,15 +64,17 @@ class MAGNeT(MusicGen):
     # ------------------------------------------------------------------ construction
 
     @staticmethod
-    def get_pretrained(name_or_path: str, ar_model: "str | MusicGen | None" = None) -> "MAGNeT":
+    def get_pretrained(name_or_path: str, ar_model: "str | MusicGen | None" = None,
+                       provider: str | None = None) -> "MAGNeT":
         """``debug`` (tiny random MAGNeT with an AR LM) or a local checkpoint directory
         (audiocraft ``state_dict.bin`` + xp.cfg, or the native format). ``ar_model``: a MusicGen
-        (or its name / path) whose LM serves the hybrid and AR modes."""
+        (or its name / path) whose LM serves the hybrid and AR modes. ``provider``: the
+        onnxruntime execution provider when ``name_or_path`` is an ONNX bundle."""
         if name_or_path == "debug":
             model = debug_magnet()
         else:
             from engine.models.pretrained import load_model
-            model = load_model(name_or_path)
+            model = load_model(name_or_path, provider=provider)
             if not isinstance(model, MAGNeT):
                 raise ValueError(f"{name_or_path} is a {type(model).__name__} checkpoint, "
                                  "not MAGNeT")

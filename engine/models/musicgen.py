@@ -104,11 +104,13 @@ class MusicGen:
     # ------------------------------------------------------------------ properties
 
     @staticmethod
-    def get_pretrained(name_or_path: str, device: str | torch.device | None = None) -> "MusicGen":
-        """``debug``, ``default``, or a local checkpoint directory (engine/models/pretrained.py),
-        moved to ``device`` when given."""
+    def get_pretrained(name_or_path: str, device: str | torch.device | None = None,
+                       provider: str | None = None) -> "MusicGen":
+        """``debug``, ``default``, or a local checkpoint / ONNX bundle directory
+        (engine/models/pretrained.py), moved to ``device`` when given; ``provider`` picks the
+        onnxruntime execution provider of a bundle."""
         from engine.models.pretrained import load_model
-        model = load_model(name_or_path)
+        model = load_model(name_or_path, provider=provider)
         if not isinstance(model, MusicGen):
             raise ValueError(f"{name_or_path} is a {type(model).__name__} checkpoint, not MusicGen")
         return model.to(device) if device is not None else model

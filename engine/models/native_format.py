@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.backends.onnx_backend import sha256_file
+from engine.backends.onnx_manifest import sha256_file
 
 FORMAT = "barforge"
 VERSION = 1
