@@ -25,6 +25,10 @@ models, plus building and saving the checkpoint) cannot give.
 
     PYTHONPATH=. python3 bench/bench_ar.py --small            # seconds (4 layers, d 256, 1 s)
     PYTHONPATH=. python3 bench/bench_ar.py --repeats 3        # musicgen-small shapes: minutes
+
+On a machine whose cores other processes also use, prefix ``OMP_WAIT_POLICY=PASSIVE``: with
+libgomp's default (spinning) waits, two threads on two busy cores lose most of their time at
+the barriers that end every parallel op, for both stacks alike (see bench/RESULTS_ar.md).
 """
 from __future__ import annotations
 
@@ -58,6 +62,8 @@ FRAME_RATE = 50  # 32 kHz / (8 * 5 * 4 * 4)
 CFG_COEF = 3.0
 TOP_K = 250
 DESCRIPTION = "lofi drums calm piano"
+# libgomp reads these when torch loads: set them in the environment of the command
+OMP_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
 WORDS = ["<pad>", "</s>", "<unk>", "lofi", "drums", "jazz", "piano", "calm"]
 
 
@@ -344,12 +350,14 @@ def main() -> None:
     rise = {name: statistics.median(r["peak_rise_mib"] for r in rs) for name, rs in runs.items()}
     steps = runs["ours"][0]["steps"]
     passes = {name: rs[0]["passes"] for name, rs in runs.items()}
-    cmd = " ".join(["python3", "bench/bench_ar.py"] + sys.argv[1:])
+    omp_env = " ".join(f"{k}={os.environ[k]}" for k in OMP_ENV if k in os.environ)
+    cmd = " ".join(([omp_env] if omp_env else []) + ["python3", "bench/bench_ar.py"] + sys.argv[1:])
     lines = [
         f"\n## {'small' if args.small else 'musicgen-small'} shapes, {time.strftime('%Y-%m-%d %H:%M')}\n",
         f"`{cmd}` on {platform.machine()} ({os.cpu_count()} cores visible), torch "
         f"{torch.__version__}, transformers {__import__('transformers').__version__}, "
-        f"torch.set_num_threads({args.threads}). LM {shape.layers} layers, d {shape.dim}, "
+        f"torch.set_num_threads({args.threads}), OpenMP wait policy "
+        f"{os.environ.get('OMP_WAIT_POLICY', 'default (active spin)')}. LM {shape.layers} layers, d {shape.dim}, "
         f"{shape.heads} heads, FFN {shape.ffn}, {shape.n_q} x {shape.card}; tiny T5 (d 64) and "
         f"EnCodec. transformers: {hf_info}. {seconds} s = {frames} frames = {steps} sampled steps (frames + delays) of 2 "
         f"rows (CFG {CFG_COEF}), top-k {TOP_K} sampling, batch 1; decoder forward passes: ours "

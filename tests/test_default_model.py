@@ -19,19 +19,22 @@ MODEL_DIR = Path(__file__).resolve().parents[1] / "presets" / "default_model"
 MAX_BYTES = 80 * 1024 * 1024
 
 
+def _refuse(*args, **kwargs):
+    raise OSError("network access while loading or running the default model")
+
+
 @pytest.fixture
 def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network access during the default-model test")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", _refuse)
+    monkeypatch.setattr(socket, "create_connection", _refuse)
 
 
 @pytest.fixture(scope="module")
 def model():
     from engine.models.pretrained import load_model
     mp = pytest.MonkeyPatch()
-    mp.setattr(socket.socket, "connect", lambda *a, **k: (_ for _ in ()).throw(OSError("network")))
+    mp.setattr(socket.socket, "connect", _refuse)
+    mp.setattr(socket, "create_connection", _refuse)
     try:
         m = load_model("default")
     finally:
@@ -57,8 +60,9 @@ def test_default_model_is_the_trained_one(model):
 
 @pytest.mark.parametrize("mode", ["magnet", "ar"])
 def test_generates_music_not_silence_or_noise(model, no_network, mode):
-    duration = 2.0
-    model.set_generation_params(duration=duration, mode=mode, seed=1)
+    duration = 2.4          # 60 frames at 25 Hz: a whole number of MAGNeT spans (3 frames)
+    defaults = json.loads((MODEL_DIR / CONFIG_NAME).read_text())["generation"]
+    model.set_generation_params(**{**defaults, "duration": duration, "mode": mode, "seed": 1})
     with torch.inference_mode():
         wav = model.generate(["boom-bap drums with upright bass and rhodes. bpm: 90.0."])
     assert wav.shape[0] == 1 and wav.shape[1] == 1

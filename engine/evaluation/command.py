@@ -114,14 +114,18 @@ def eval_generate(model_path: str, out: Path, prompts: int, seed: int, bars: int
     for i in range(prompts):
         spec = sample_spec(seed, i)
         text = describe(spec.description, spec.bpm, spec.key)
-        duration = bars * spec.beats_per_bar * 60.0 / spec.bpm
+        bar_s = spec.beats_per_bar * 60.0 / spec.bpm
+        n_bars = bars            # whole bars that fit the model's segment (slow tempos get fewer)
+        while n_bars > 1 and n_bars * bar_s > model.max_duration:
+            n_bars -= 1
+        duration = n_bars * bar_s
         params = {"duration": duration, "seed": seed + i}
         if mode:
             params["mode"] = mode
         model.set_generation_params(**params)
         wav = model.generate([text])[0].mean(dim=0).cpu().numpy()
         sf.write(out / f"prompt_{i:03d}.wav", wav, sr)
-        row = {"prompt": text, **loop_metrics(wav, sr, spec.bpm, spec.key, "drums" in spec.parts, drum_threshold)}
+        row = {"prompt": text, "bars": n_bars, "seconds": duration, **loop_metrics(wav, sr, spec.bpm, spec.key, "drums" in spec.parts, drum_threshold)}
         rows.append(row)
         spectrogram_png(out / f"prompt_{i:03d}.png", [wav], sr)
     return {"kind": "generate", "model": model_path, "mode": mode, "items": len(rows),

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.modules.banded_attention import banded_attention, banded_pays
 from engine.modules.kv_cache import ConcatKVCache, StaticKVCache
 
 KVCache = StaticKVCache | ConcatKVCache
@@ -81,15 +82,22 @@ class MultiheadAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, s, self.dim))  # [B, S, D]
 
     def forward_self(self, x: torch.Tensor, layer: int, cache: KVCache | None,
-                     mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
-        """Self-attention of ``x`` [B, S, D]; new keys/values go into ``cache`` (if any)."""
+                     mask: torch.Tensor | None, is_causal: bool,
+                     band: int | None = None) -> torch.Tensor:
+        """Self-attention of ``x`` [B, S, D]; new keys/values go into ``cache`` (if any).
+
+        ``band``: computed only inside ``|i - j| <= band`` instead of through ``mask``.
+        """
         b, s, _ = x.shape
         qkv = F.linear(x, self.in_proj_weight)  # [B, S, 3D]
         qkv = qkv.view(b, s, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each [B, H, S, Dh]
         if cache is not None:
             k, v = cache.update(layer, k, v)  # [B, H, S_past + S, Dh]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        if band is not None:
+            out = banded_attention(q, k, v, band)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         return self._merge(out)
 
     def project_kv(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,8 +133,9 @@ class TransformerLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None,
                 cross: tuple[torch.Tensor, torch.Tensor] | None,
-                mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
-        x = x + self.self_attn.forward_self(self.norm1(x), layer, cache, mask, is_causal)
+                mask: torch.Tensor | None, is_causal: bool,
+                band: int | None = None) -> torch.Tensor:
+        x = x + self.self_attn.forward_self(self.norm1(x), layer, cache, mask, is_causal, band)
         if self.cross_attention is not None:
             assert cross is not None, "a cross-attention layer needs its condition keys/values"
             x = x + self.cross_attention.forward_cross(self.norm_cross(x), *cross)
@@ -167,12 +176,18 @@ class StreamingTransformer(nn.Module):
         is_causal = causal and band is None and past == 0 and s > 1
         if is_causal:
             mask = None
+        # MAGNeT's restricted context on the torch runtime: attention computed only inside the
+        # band; traced / exported graphs (a tensor band) keep the mask.
+        inner_band = band if (isinstance(band, int) and not causal and past == 0
+                              and banded_pays(s, band) and not torch.jit.is_tracing()
+                              and not torch.onnx.is_in_onnx_export()) else None
         has_cross = self.layers[0].cross_attention is not None if len(self.layers) else False
         if has_cross and (cross_kv is None or len(cross_kv) != len(self.layers)):
             raise ValueError(f"cross_kv must hold keys/values for all {len(self.layers)} layers "
                              f"(from cross_kv()), got {None if cross_kv is None else len(cross_kv)}")
         for i, layer in enumerate(self.layers):
-            x = layer(x, i, cache, cross_kv[i] if has_cross else None, mask, is_causal)
+            x = layer(x, i, cache, cross_kv[i] if has_cross else None, mask, is_causal,
+                      inner_band)
         if cache is not None:
             cache.advance(s)
         return x
