@@ -1,4 +1,4 @@
-"""Our PyTorch AR decode vs transformers' ``MusicgenForConditionalGeneration.generate``, side by side.
+"""Our PyTorch AR decode vs transformers' ``MusicgenForConditionalGeneration.generate``.
 
 One set of random weights shaped like musicgen-small's LM (24 layers, d 1024, 16 heads, FFN
 4096, 4 x 2048 codebooks) with a tiny random T5 and a tiny random EnCodec is built as a
@@ -148,9 +148,11 @@ class Ours:
         self.model.set_generation_params(duration=frames / FRAME_RATE, use_sampling=sampling,
                                          top_k=TOP_K, cfg_coef=CFG_COEF, seed=seed)
         passes = [0]
+        self.stamps: list[float] = []
 
         def count(done: int, total: int) -> None:
             passes[0] = done
+            self.stamps.append(time.perf_counter())
 
         _, codes = self.model.generate([DESCRIPTION], progress_callback=count, return_tokens=True)
         return codes, passes[0]
@@ -179,17 +181,20 @@ class HF:
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
         self.codec_decode = TimedCall(self.model.audio_encoder, "decode")
         self.passes = 0
+        self.stamps: list[float] = []
         self.model.decoder.register_forward_pre_hook(self._count)
         self.n_q = self.model.decoder.num_codebooks
         self.card = self.model.config.decoder.vocab_size
 
     def _count(self, module: Any, args: Any) -> None:
         self.passes += 1
+        self.stamps.append(time.perf_counter())
 
     @torch.inference_mode()
     def generate(self, frames: int, seed: int, sampling: bool = True) -> tuple[torch.Tensor, int]:
         torch.manual_seed(seed)
         self.passes = 0
+        self.stamps = []
         inputs = self.tokenizer([DESCRIPTION], return_tensors="pt")
         captured: list[torch.Tensor] = []
         inner = self.codec_decode.inner
@@ -252,6 +257,8 @@ def timed_run(stack: Any, frames: int, seed: int) -> dict:
     steps = frames + stack_n_q(stack) - 1  # tokens sampled per row: frames + the delays
     return {"stack": stack.name, "seconds": seconds, "codec_decode_s": decode, "passes": passes,
             "steps": steps, "steps_per_s": steps / seconds,
+            "median_step_ms": 1000 * statistics.median(b - a for a, b in
+                                                       zip(stack.stamps, stack.stamps[1:])),
             "peak_rise_mib": (peak - before) / 1024 if can_reset else float("nan")}
 
 
@@ -290,6 +297,8 @@ def load_average() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=None,
+                        help="override the layer count (4 at full width: 1/6 the time)")
     parser.add_argument("--small", action="store_true",
                         help="4 layers, d 256 (seconds), instead of musicgen-small's LM")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per stack (median)")
@@ -315,6 +324,10 @@ def main() -> None:
         parser.error("--seconds must give at least one frame (0.02 s)")
     torch.set_num_threads(args.threads)
     shape = SMALL if args.small else FULL
+    if args.layers is not None:
+        if args.layers < 1:
+            parser.error("--layers must be >= 1")
+        shape = Shape(**{**shape.__dict__, "layers": args.layers})
     load_start = load_average()
     print(f"load average at start: {load_start}", flush=True)
 
@@ -335,7 +348,8 @@ def main() -> None:
                 r = timed_run(stack, frames, seed=rep)
                 runs[stack.name].append(r)
                 print(f"rep {rep} {stack.name:4s} {r['seconds']:7.2f} s  {r['passes']} passes  "
-                      f"{r['steps_per_s']:6.2f} steps/s  codec {r['codec_decode_s']:.3f} s  "
+                      f"{r['steps_per_s']:6.2f} steps/s  median step {r['median_step_ms']:.1f} ms  "
+                      f"codec {r['codec_decode_s']:.3f} s  "
                       f"peak +{r['peak_rise_mib']:.0f} MiB  load {load_average()}", flush=True)
         hf_info = (f"dtype {hf.model.dtype}, attention "
                    f"{hf.model.decoder.config._attn_implementation}")
@@ -348,39 +362,51 @@ def main() -> None:
     med = {name: statistics.median(r["steps_per_s"] for r in rs) for name, rs in runs.items()}
     med_s = {name: statistics.median(r["seconds"] for r in rs) for name, rs in runs.items()}
     rise = {name: statistics.median(r["peak_rise_mib"] for r in rs) for name, rs in runs.items()}
+    step_ms = {name: statistics.median(r["median_step_ms"] for r in rs)
+               for name, rs in runs.items()}
     steps = runs["ours"][0]["steps"]
     passes = {name: rs[0]["passes"] for name, rs in runs.items()}
     omp_env = " ".join(f"{k}={os.environ[k]}" for k in OMP_ENV if k in os.environ)
     cmd = " ".join(([omp_env] if omp_env else []) + ["python3", "bench/bench_ar.py"] + sys.argv[1:])
     lines = [
-        f"\n## {'small' if args.small else 'musicgen-small'} shapes, {time.strftime('%Y-%m-%d %H:%M')}\n",
+        f"\n## {'small' if args.small else 'musicgen-small'} shapes"
+        f"{f', {shape.layers} layers' if args.layers else ''}, {time.strftime('%Y-%m-%d %H:%M')}\n",
         f"`{cmd}` on {platform.machine()} ({os.cpu_count()} cores visible), torch "
         f"{torch.__version__}, transformers {__import__('transformers').__version__}, "
         f"torch.set_num_threads({args.threads}), OpenMP wait policy "
-        f"{os.environ.get('OMP_WAIT_POLICY', 'default (active spin)')}. LM {shape.layers} layers, d {shape.dim}, "
+        f"{os.environ.get('OMP_WAIT_POLICY', 'default (active spin)')}. "
+        f"LM {shape.layers} layers, d {shape.dim}, "
         f"{shape.heads} heads, FFN {shape.ffn}, {shape.n_q} x {shape.card}; tiny T5 (d 64) and "
-        f"EnCodec. transformers: {hf_info}. {seconds} s = {frames} frames = {steps} sampled steps (frames + delays) of 2 "
+        f"EnCodec. transformers: {hf_info}. {seconds} s = {frames} frames = {steps} sampled "
+        f"steps (frames + delays) of 2 "
         f"rows (CFG {CFG_COEF}), top-k {TOP_K} sampling, batch 1; decoder forward passes: ours "
-        f"{passes['ours']}, HF {passes['hf']}. steps/s = {steps} / s per generation. {args.repeats} runs per stack, ABBA order, "
-        f"median. Timed: text encoding + AR loop; codec decode subtracted. First-step logits "
+        f"{passes['ours']}, HF {passes['hf']}. steps/s = {steps} / s per generation. "
+        f"{args.repeats} runs per stack, ABBA order, "
+        f"median. Timed: text encoding + AR loop; codec decode subtracted. Median step interval: "
+        f"the median time between consecutive forward passes (ours: progress callback, HF: "
+        f"decoder pre-hook; sampling included), less sensitive to other jobs' bursts than the "
+        f"total. First-step logits "
         f"max |HF - ours| = {diff:.1e}. Load average (1/5/15 min) at start {load_start}, "
         f"at end {load_end}.\n",
         "| stack | steps/s (median) | s per generation | ms/step | ratio ours / HF (speed) "
+        "| median step interval ms | ratio HF / ours (median step) "
         "| peak RSS rise in-process MiB | peak RSS alone MiB |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, label in (("ours", "ours (TorchBackend + ar.py)"), ("hf", "transformers generate")):
         alone_rss = f"{alone[name]['peak_rss_mib']:.0f}" if alone else "-"
         lines.append(f"| {label} | {med[name]:.2f} | {med_s[name]:.2f} | "
-                     f"{1000 / med[name]:.1f} | {med[name] / med['hf']:.2f} | {rise[name]:.0f} | "
+                     f"{1000 / med[name]:.1f} | {med[name] / med['hf']:.2f} | "
+                     f"{step_ms[name]:.1f} | {step_ms['hf'] / step_ms[name]:.2f} | "
+                     f"{rise[name]:.0f} | "
                      f"{alone_rss} |")
     per_run = ", ".join(f"{r['stack']} {r['steps_per_s']:.2f}"
                         for pair in zip(runs["ours"], runs["hf"]) for r in pair)
     lines += ["", f"Per run (steps/s): {per_run}. Whole-process ru_maxrss (both models loaded, "
               f"checkpoint built and saved in it): {process_peak:.0f} MiB."]
     if alone:
-        lines.append("Alone (one subprocess per stack, one warm-up then one timed run): " + ", ".join(
-            f"{n} {a['steps_per_s']:.2f} steps/s" for n, a in alone.items()) + ".")
+        speeds = ", ".join(f"{n} {a['steps_per_s']:.2f} steps/s" for n, a in alone.items())
+        lines.append(f"Alone (one subprocess per stack, one warm-up then one timed run): {speeds}.")
     text = "\n".join(lines) + "\n"
     if args.out is None:
         print(text)

@@ -2,8 +2,9 @@
 import argparse
 import sys
 
-from bridge import command
-from engine.cli import run
+from engine.cli import run  # first: it sets the OpenMP wait policy before torch is imported
+
+from bridge import command  # noqa: E402
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bridge")

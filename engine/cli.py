@@ -6,11 +6,17 @@ function ``register(subparsers)``, so engine/ never imports the layers above it.
 """
 from __future__ import annotations
 
-import argparse
-import sys
-from importlib.metadata import entry_points
+import os
 
-from engine import commands as engine_commands
+# Idle OpenMP threads sleep instead of spinning: inside a DAW (and on a loaded machine) spinning
+# threads steal the cores the audio thread and the other decoding thread need (bench/RESULTS_ar.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from importlib.metadata import entry_points  # noqa: E402
+
+from engine import commands as engine_commands  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -150,11 +150,14 @@ def _hf_lm_config(config: dict, source: str) -> LMConfig:
         chroma_bins=int(config.get("num_chroma", 12)) if melody else 0)
 
 
-def _map_hf(state: Mapping[str, torch.Tensor], melody: bool, cfg: LMConfig,
+def _map_hf(state: dict[str, torch.Tensor], melody: bool, cfg: LMConfig,
             source: str) -> dict[str, tuple[str, torch.Tensor]]:
+    """HF decoder names -> ours. q/k/v projections are taken out of ``state`` and packed as soon
+    as a layer's three arrive, so the separate copies are freed (peak memory ~ the weights once)."""
     mapped: dict[str, tuple[str, torch.Tensor]] = {}
     qkv: dict[str, dict[str, tuple[str, torch.Tensor]]] = {}
-    for name, tensor in state.items():
+    for name in list(state):
+        tensor = state[name]
         if name.startswith(("text_encoder.", "audio_encoder.")):
             continue
         if name.startswith("enc_to_dec_proj."):
@@ -172,17 +175,20 @@ def _map_hf(state: Mapping[str, torch.Tensor], melody: bool, cfg: LMConfig,
             ours = ours.replace(old, new)
         if m:
             packed = ours[:ours.rindex(".")].rsplit(".", 1)[0] + ".in_proj_weight"
-            qkv.setdefault(packed, {})[m.group(3)] = (name, tensor)
+            parts = qkv.setdefault(packed, {})
+            parts[m.group(3)] = (name, state.pop(name))
+            del tensor
+            if len(parts) == 3:
+                names = "+".join(parts[p][0] for p in "qkv")
+                mapped[packed] = (names, torch.cat([parts.pop(p)[1] for p in "qkv"], dim=0))  # [3D, D]
+                del qkv[packed]
             continue
         mapped[ours] = (name, tensor)
-    for packed, parts in qkv.items():
-        missing = [p for p in "qkv" if p not in parts]
-        if missing:
-            some, (name, _) = next(iter(parts.items()))
-            absent = name.replace(f".{some}_proj.", f".{missing[0]}_proj.")
-            raise ValueError(f"{source}: missing tensor {absent!r}")
-        names = "+".join(parts[p][0] for p in "qkv")
-        mapped[packed] = (names, torch.cat([parts[p][1] for p in "qkv"], dim=0))  # [3D, D]
+    for parts in qkv.values():  # only incomplete q/k/v triples are left
+        missing = next(p for p in "qkv" if p not in parts)
+        some, (name, _) = next(iter(parts.items()))
+        absent = name.replace(f".{some}_proj.", f".{missing}_proj.")
+        raise ValueError(f"{source}: missing tensor {absent!r}")
     # An LM whose text width equals its dim has no projection in HF: the identity.
     if cfg.cond_dim == cfg.dim and "cond_proj.weight" not in mapped:
         mapped["cond_proj.weight"] = ("(identity)", torch.eye(cfg.dim))
