@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -131,6 +132,12 @@ def magnet_flops(shape: Shape, band: int | None) -> float:
     return total
 
 
+def load_line() -> str:
+    """``uptime``-style load averages (1, 5, 15 min) and the time."""
+    one, five, fifteen = os.getloadavg()
+    return f"{time.strftime('%H:%M:%S')} load {one:.2f}, {five:.2f}, {fifteen:.2f}"
+
+
 def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     shape = SMALL if args.small else FULL
@@ -144,6 +151,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch threads per run (default: torch's)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS_magnet.md")
+    parser.add_argument("--modes", default="ar,magnet,hybrid",
+                        help="comma-separated subset of ar,magnet,hybrid (default: all three)")
+    parser.add_argument("--note", default="", help="free text for the report (e.g. other load)")
     parser.add_argument("--child", choices=("ar", "magnet", "hybrid"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -151,40 +161,56 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     shape = SMALL if args.small else FULL
+    modes = [m for m in ("ar", "magnet", "hybrid") if m in args.modes.split(",")]
+    T = segment_frames(int(shape.duration * FRAME_RATE), 3)
+    # the matmul rate is measured before and after the runs and the best is the floor's rate: a
+    # rate measured once, while another job shares the cores, understates what the CPU can do
+    # and puts the "floor" above the measured time
+    rates = [matmul_gflops(shape, 2 * T)]
+    load_before = load_line()
     results = {}
-    for mode in ("ar", "magnet", "hybrid"):
+    for mode in modes:
         cmd = [sys.executable, __file__, "--child", mode, "--threads", str(args.threads)]
         cmd += ["--small"] if args.small else []
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         results[mode] = json.loads(out.strip().splitlines()[-1])
+        results[mode]["load_after"] = load_line()
         print(f"{mode:7s} {results[mode]['seconds']:8.2f} s  {results[mode]['passes']:5d} passes  "
-              f"peak RSS {results[mode]['peak_rss_mib']:.0f} MiB", flush=True)
-    T = segment_frames(int(shape.duration * FRAME_RATE), 3)
-    rate = matmul_gflops(shape, 2 * T)
+              f"peak RSS {results[mode]['peak_rss_mib']:.0f} MiB  {results[mode]['load_after']}",
+              flush=True)
+    rates.append(matmul_gflops(shape, 2 * T))
+    rate = max(rates)
     floor_full = magnet_flops(shape, None) / (rate * 1e9)
     floor_band = magnet_flops(shape, DEFAULT_ATTN_BAND) / (rate * 1e9)
-    ar_s, mg_s, hy_s = (results[m]["seconds"] for m in ("ar", "magnet", "hybrid"))
+    ar_s = results["ar"]["seconds"] if "ar" in results else None
+    mg_s = results["magnet"]["seconds"] if "magnet" in results else None
     lines = [
         f"\n## {'small' if args.small else 'full'} shapes, {time.strftime('%Y-%m-%d %H:%M')}\n",
-        f"`{' '.join(['python3', 'bench/bench_magnet.py', '--threads', str(args.threads)] + (['--small'] if args.small else []))}`"
+        f"`OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} PYTHONPATH=. "
+        f"{' '.join(['python3', 'bench/bench_magnet.py', '--threads', str(args.threads)] + (['--small'] if args.small else []) + (['--modes', args.modes] if len(modes) < 3 else []))}`"
         f" on {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{args.threads} thread(s); LM {shape.layers} layers, d {shape.dim}, {shape.heads} heads, "
         f"{shape.n_q} x {shape.card}; {shape.duration} s ({T} MAGNeT frames), batch 1, CFG on, "
         f"steps 20/10/10/10, hybrid prefix {HYBRID_PREFIX_S} s.\n",
-        "| mode | wall s | forward passes | ratio to AR | peak RSS MiB |",
-        "|---|---|---|---|---|",
+        f"Load before: {load_before}." + (f" {args.note}" if args.note else ""),
+        "",
+        "| mode | wall s | forward passes | ratio to AR | peak RSS MiB | load after the mode |",
+        "|---|---|---|---|---|---|",
     ]
-    for mode, s in (("ar", ar_s), ("magnet", mg_s), ("hybrid", hy_s)):
+    for mode in modes:
         r = results[mode]
-        lines.append(f"| {mode} | {s:.2f} | {r['passes']} | {s / ar_s:.2f} | "
-                     f"{r['peak_rss_mib']:.0f} |")
+        ratio = f"{r['seconds'] / ar_s:.2f}" if ar_s else "-"
+        lines.append(f"| {mode} | {r['seconds']:.2f} | {r['passes']} | {ratio} | "
+                     f"{r['peak_rss_mib']:.0f} | {r['load_after']} |")
     lines += [
         "",
-        f"Matmul rate at [{2 * T}, {shape.dim}] x [{shape.dim}, {4 * shape.dim}]: {rate:.1f} GFLOP/s. "
+        f"Matmul rate at [{2 * T}, {shape.dim}] x [{shape.dim}, {4 * shape.dim}]: "
+        f"{rates[0]:.1f} GFLOP/s before the runs, {rates[1]:.1f} after; the floor uses the best, "
+        f"{rate:.1f} GFLOP/s. "
         f"MAGNeT arithmetic floor: {floor_full:.2f} s with full attention in every pass "
         f"({magnet_flops(shape, None) / 1e9:.0f} GFLOP), {floor_band:.2f} s with band-limited "
-        f"attention for stages >= 1 ({magnet_flops(shape, DEFAULT_ATTN_BAND) / 1e9:.0f} GFLOP); "
-        f"measured MAGNeT / floor(full) = {mg_s / floor_full:.2f}.",
+        f"attention for stages >= 1 ({magnet_flops(shape, DEFAULT_ATTN_BAND) / 1e9:.0f} GFLOP)"
+        + (f"; measured MAGNeT / floor(full) = {mg_s / floor_full:.2f}." if mg_s else "."),
     ]
     append_results(args.out, "MAGNeT vs AR vs hybrid decoding (bench/bench_magnet.py)",
                    "\n".join(lines) + "\n")

@@ -197,6 +197,12 @@ def codec_rtf(small: bool, bundle: str | None, seconds: float) -> dict:
     return {"seconds": total, "rtf": total / seconds}
 
 
+def load_line() -> str:
+    """``uptime``-style load averages (1, 5, 15 min) and the time, for the results file."""
+    one, five, fifteen = os.getloadavg()
+    return f"{time.strftime('%H:%M:%S')} load {one:.2f}, {five:.2f}, {fifteen:.2f}"
+
+
 def bandwidth_gbs() -> float:
     """Memory read+write bandwidth from a large numpy copy (best of 5)."""
     a = np.ones(256 * 2**20 // 8)
@@ -222,7 +228,9 @@ def main() -> None:
     ap.add_argument("--magnet-steps", default="20,10,10,10", help="decoding steps per codebook")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS_onnx.md"))
+    ap.add_argument("--note", default="", help="free text for the report (e.g. other load)")
     args = ap.parse_args()
+    load_before = load_line()
     torch.set_num_threads(args.threads)
     mg_steps = tuple(int(s) for s in args.magnet_steps.split(","))
     small = args.small
@@ -250,11 +258,17 @@ def main() -> None:
     cfg = lm_config(small)
     from engine.models.lm import LMModel
     n_params = sum(p.numel() for p in LMModel(cfg).parameters())
-    emb = cfg.n_q * (cfg.card + 1) * cfg.dim   # embedding rows read: one per codebook, not all
+    # weights one KV-cached step reads: per layer self-attention q/k/v/out (4 d^2), cross-attention
+    # q/out (2 d^2; its k/v projections run once per generation, in prepare), the FFN
+    # (2 * hidden_scale * d^2); then the K output heads and one embedding row per codebook.
+    # Norms and biases are negligible. Counting every parameter would add the cross-attention
+    # k/v projections, cond_proj and whole embedding tables, which a step does not read.
+    step_params = (cfg.num_layers * (6 + 2 * cfg.hidden_scale) * cfg.dim ** 2
+                   + cfg.n_q * cfg.card * cfg.dim + cfg.n_q * cfg.dim)
     bw = bandwidth_gbs()
     base = res["transformers generate"][0]["steps_per_s"]
     for name, (r, rss) in res.items():
-        weight_bytes = (n_params - emb) * (1 if "int8" in name else 4)
+        weight_bytes = step_params * (1 if "int8" in name else 4)
         floor_ms = weight_bytes / (bw * 1e9) * 1000
         rows.append(f"| AR {args.seconds:g} s | {name} | {r['steps_per_s']:.2f} steps/s | "
                     f"{r['median_step_ms']:.1f} ms | {r['steps_per_s'] / base:.2f}x | "
@@ -269,23 +283,29 @@ def main() -> None:
         rows.append(f"| codec decode {args.seconds:g} s | {name} | RTF {r['rtf']:.3f} | - | - | "
                     f"- | {rss:.0f} MB |")
 
+    load_after = load_line()
     shape = (f"{cfg.num_layers} layers, d {cfg.dim}, {cfg.num_heads} heads, "
              f"{cfg.n_q}x{cfg.card}, {n_params / 1e6:.1f} M params")
     report = "\n".join([
         f"\n## bench_onnx.py{' --small' if small else ''} ({time.strftime('%Y-%m-%d %H:%M')})",
         "",
-        f"Command: `PYTHONPATH=. python3 bench/bench_onnx.py{' --small' if small else ''}`. "
+        f"Command: `OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} PYTHONPATH=. "
+        f"python3 bench/bench_onnx.py{' --small' if small else ''} --threads {args.threads}`. "
         f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{args.threads} threads; shared machine, numbers are indicative), batch 1 with CFG "
         f"(2 rows), greedy. LM: {shape}. Measured bandwidth {bw:.1f} GB/s.",
+        "",
+        f"Load before: {load_before}; after: {load_after}." + (f" {args.note}" if args.note else ""),
         "",
         "| run | runtime | speed | median step | vs transformers | floor (x floor) | peak RSS |",
         "|---|---|---|---|---|---|---|",
         *rows, "",
         f"int8 greedy token agreement with fp32: {agree:.3f} teacher-forced (every step of "
         f"fp32's sequence), {free:.3f} free-running (diverges after the first difference).",
-        "The floor counts each step reading every LM weight once (embeddings: only the looked-up "
-        "rows), at the measured bandwidth.", ""])
+        f"The floor counts each step reading once every weight a KV-cached step uses "
+        f"({step_params / 1e6:.1f} M: self-attention, cross-attention q/out, FFN, output heads, "
+        f"one embedding row per codebook; not the cross-attention k/v projections, computed once "
+        f"per generation), 4 bytes each (int8: 1 byte), at the measured bandwidth.", ""])
     print(report)
     with open(args.out, "a") as f:
         f.write(report)
