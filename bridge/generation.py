@@ -109,6 +109,8 @@ def generate_audio(model: Any, settings: Settings, seconds: float, progress: Pro
     def cb(done: int, total: int) -> None:
         progress(min(1.0, done / max(total, 1)))
 
+    # a clip longer than a masked mode's segment is rendered by the model's long-form mode
+    params["mode"] = model.mode_for(params["mode"], duration)
     model.set_generation_params(duration=duration, **params)
     if prompt is None:
         return _to_numpy(model.generate([settings.description], progress_callback=cb))

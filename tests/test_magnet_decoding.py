@@ -412,3 +412,22 @@ def _musicgen_beside(magnet: MAGNeT):
     torch.manual_seed(14)
     lm = LMModel(replace(magnet.lm.cfg, causal=True)).eval()
     return MusicGen("ar", magnet.compression_model, lm, magnet.text_encoder, max_duration=30.0)
+
+
+def test_clip_longer_than_the_segment_is_rendered_by_the_ar_lm():
+    from engine.models.magnet import debug_magnet
+    model = debug_magnet()
+    assert model.mode_for("magnet", model.max_duration + 0.5) == "ar"
+    assert model.mode_for("hybrid", model.max_duration + 0.5) == "ar"
+    assert model.mode_for("magnet", model.max_duration) == "magnet"
+
+
+def test_hybrid_clip_shorter_than_the_default_prefix_takes_half_of_it_autoregressively():
+    from engine.models.magnet import debug_magnet
+    model = debug_magnet()
+    model.set_generation_params(duration=1.0, mode="hybrid", seed=0)  # default prefix 1.5 s
+    assert model.hybrid_prefix_s == 0.5
+    wav = model.generate(["x"])
+    assert wav.shape[-1] > 0
+    with pytest.raises(ValueError, match="hybrid_prefix_s"):
+        model.set_generation_params(duration=1.0, mode="hybrid", hybrid_prefix_s=1.5)

@@ -106,6 +106,13 @@ class MAGNeT(MusicGen):
     def supported_modes(self) -> tuple[str, ...]:  # type: ignore[override]
         return MODES if self.ar_backend is not None else ("magnet",)
 
+    def mode_for(self, mode: str, duration: float) -> str:
+        """``mode``, or ``"ar"`` when a masked mode cannot render ``duration`` in one segment
+        and the AR LM (which renders long form in windows) is there to take over."""
+        if mode != "ar" and duration > self.max_duration and "ar" in self.supported_modes:
+            return "ar"
+        return mode
+
     # ------------------------------------------------------------------ parameters
 
     def set_generation_params(self, duration: float | None = None,
@@ -142,6 +149,8 @@ class MAGNeT(MusicGen):
             raise ValueError(f"decoding_steps needs {self.backend.n_q} entries (one per codebook), "
                              f"got {list(decoding_steps)!r}")
         prefix_s = default_prefix_seconds(bpm) if hybrid_prefix_s is None else hybrid_prefix_s
+        if hybrid_prefix_s is None and isinstance(duration, (int, float)) and prefix_s >= duration:
+            prefix_s = duration / 2  # a clip shorter than the default prefix: half of it AR
         if isinstance(prefix_s, bool) or not isinstance(prefix_s, (int, float)) or prefix_s <= 0 \
                 or (mode == "hybrid" and not prefix_s < duration):
             raise ValueError(f"hybrid_prefix_s must be in (0, duration={duration}), got {prefix_s!r}")

@@ -150,6 +150,11 @@ class MusicGen:
             return next(self.lm.parameters()).device
         return torch.device("cpu")
 
+    def mode_for(self, mode: str, duration: float) -> str:
+        """The mode to render ``duration`` seconds in, given the preferred ``mode``: every mode
+        of MusicGen renders any duration (long form in windows)."""
+        return mode
+
     def set_generation_params(self, duration: float = 8.0, temperature: float = 1.0,
                               top_k: int = 250, top_p: float = 0.0, cfg_coef: float = 3.0,
                               use_sampling: bool = True, extend_stride: float = 18.0,
