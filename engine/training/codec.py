@@ -11,12 +11,10 @@ step (global batch x frames / codebook size), at most the config's threshold.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import weight_norm
@@ -24,7 +22,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from engine.evaluation.metrics import MEL_SCALES, mel_spectrogram
 from engine.models.encodec import CodecConfig, EncodecModel
 from engine.training.common import (Dist, all_gather_cat, clip_and_step, make_optimizer,
-                                    warmup_cosine, wrap_ddp)
+                                    read_trained, save_trained, warmup_cosine, wrap_ddp)
 from engine.training.dataset import AudioCrops
 
 
@@ -190,24 +188,15 @@ class CodecTask:
 
     def export(self, out_dir: Path, step: int, losses: dict[str, float]) -> None:
         """``codec.safetensors`` + ``codec.json`` (config, steps, last losses) into ``out_dir``."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}
-        save_file(state, str(out_dir / "codec.safetensors"), metadata={"format": "barforge"})
-        (out_dir / "codec.json").write_text(json.dumps({
+        save_trained(out_dir, "codec", self.model, {
             "codec": self.config.to_dict(), "steps": step, "losses": losses,
             "batch_size": self.batch_size, "world": self.dist.world,
-            "crop_samples": self.data.crop, "train_seconds": self.data.seconds}, indent=1))
+            "crop_samples": self.data.crop, "train_seconds": self.data.seconds})
 
 
 def load_trained_codec(directory: str | Path) -> EncodecModel:
     """The codec a ``train codec`` run wrote into ``directory`` (eval mode)."""
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
-    if not (directory / "codec.json").is_file():
-        raise FileNotFoundError(f"{directory}: no codec.json (is it a `barforge train codec --out` folder?)")
-    meta = json.loads((directory / "codec.json").read_text())
+    state, meta = read_trained(directory, "codec", "train codec")
     model = EncodecModel(CodecConfig.from_dict(meta["codec"]))
-    model.load_state_dict(load_file(str(directory / "codec.safetensors")))
+    model.load_state_dict(state)
     return model.eval()

@@ -203,3 +203,30 @@ def run_training(task: Task, opts: LoopOptions, dist: Dist) -> dict[str, float]:
     means = {k: sum(v) / len(v) for k, v in window.items()}
     means["seconds"] = time.perf_counter() - t0
     return means
+
+
+def save_trained(out_dir: str | Path, name: str, model: nn.Module, meta: dict) -> None:
+    """A run's result: ``{name}.safetensors`` (weights) + ``{name}.json`` (config and history)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, str(out_dir / f"{name}.safetensors"), metadata={"format": "barforge"})
+    (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=1))
+
+
+def read_trained(directory: str | Path, name: str, command: str) -> tuple[dict, dict]:
+    """(weights, meta) that :func:`save_trained` wrote; ``command`` names the run in errors."""
+    import json
+
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    if not (directory / f"{name}.json").is_file():
+        raise FileNotFoundError(f"{directory}: no {name}.json (is it a `barforge {command} --out` "
+                                "folder?)")
+    meta = json.loads((directory / f"{name}.json").read_text())
+    return load_file(str(directory / f"{name}.safetensors")), meta

@@ -8,17 +8,16 @@ generation time. ``LMTask`` also carries what the MAGNeT objective shares (engin
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
 from engine.decoding.delay_pattern import DelayPattern
 from engine.models.lm import LMConfig, LMModel
-from engine.training.common import Dist, clip_and_step, make_optimizer, warmup_cosine, wrap_ddp
+from engine.training.common import (Dist, clip_and_step, make_optimizer, read_trained, save_trained,
+                                    warmup_cosine, wrap_ddp)
 
 
 class ConditionedLM(nn.Module):
@@ -104,14 +103,10 @@ class LMTask:
 
     def export(self, out_dir: Path, step: int, losses: dict[str, float]) -> None:
         """``lm.safetensors`` + ``lm.json`` (config, objective, steps, last losses)."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}
-        save_file(state, str(out_dir / "lm.safetensors"), metadata={"format": "barforge"})
-        (out_dir / "lm.json").write_text(json.dumps({
+        save_trained(out_dir, "lm", self.model, {
             "lm": self.config.to_dict(), "objective": self.kind, "steps": step, "losses": losses,
             "batch_size": self.batch_size, "world": self.dist.world,
-            "cond_dropout": self.cond_dropout, **self.extra_meta}, indent=1))
+            "cond_dropout": self.cond_dropout, **self.extra_meta})
 
 
 def _init_weights(model: LMModel, std: float = 0.02) -> None:
@@ -125,12 +120,7 @@ def _init_weights(model: LMModel, std: float = 0.02) -> None:
 
 def load_trained_lm(directory: str | Path) -> tuple[LMModel, dict]:
     """The LM a ``train lm`` / ``train magnet`` run wrote into ``directory``, and its lm.json."""
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
-    if not (directory / "lm.json").is_file():
-        raise FileNotFoundError(f"{directory}: no lm.json (is it a `barforge train lm|magnet --out` folder?)")
-    meta = json.loads((directory / "lm.json").read_text())
+    state, meta = read_trained(directory, "lm", "train lm|magnet")
     model = LMModel(LMConfig.from_dict(meta["lm"]))
-    model.load_state_dict(load_file(str(directory / "lm.safetensors")))
+    model.load_state_dict(state)
     return model.eval(), meta
