@@ -326,7 +326,9 @@ def _export_into(work: Path, model: Any, family: str,
     }
     if family == "magnet":
         header["magnet"] = {"attn_band": getattr(model, "attn_band", None),
+                            "span_len": int(model.span_len),
                             "ar_max_duration": float(getattr(model, "ar_max_duration", 0.0))}
+    header["generation"] = dict(model.generation_defaults)   # the checkpoint's sampling defaults
     tokenizer_files = [str(p.relative_to(work)) for p in sorted((work / "tokenizer").rglob("*"))
                        if p.is_file()]
     return write_manifest(work, header, [g.spec for g in graphs], tokenizer_files)

@@ -150,10 +150,33 @@ def test_native_format_round_trip(tmp_path, debug):
     assert set(meta["files"]) == {"codec.safetensors", "lm.safetensors"}
     loaded = load_model(tmp_path / "m")
     assert isinstance(loaded, MusicGen) and loaded.generation_params.top_k == 50
-    for model in (debug, loaded):
-        model.set_generation_params(duration=0.3, seed=5)
+    debug.set_generation_params(duration=0.3, seed=5, top_k=50)
+    loaded.set_generation_params(duration=0.3, seed=5)                # keeps the packaged top_k
+    assert loaded.generation_params.top_k == 50
     assert torch.equal(debug.generate(["same"], return_tokens=True)[1],
                        loaded.generate(["same"], return_tokens=True)[1])
+
+
+def test_a_magnet_checkpoint_keeps_its_decoding_facts_and_sampling_defaults(tmp_path):
+    from engine.models.magnet import MAGNeT, debug_magnet
+
+    src = debug_magnet()
+    text = {"kind": "debug", "seed": 0, "dim": src.lm.cfg.cond_dim}
+    ckpt = checkpoint_from_modules("magnet", src.compression_model, src.lm, text,
+                                   src.max_duration, generation={"decoding_steps": [4, 2, 2, 2]},
+                                   ar_lm=src.ar_lm, magnet={"span_len": 2, "subcodes_context": -1},
+                                   ar_max_duration=4.0)
+    save_native(tmp_path / "m", ckpt)
+    loaded = load_model(tmp_path / "m")
+    assert isinstance(loaded, MAGNeT)
+    assert (loaded.span_len, loaded.attn_band, loaded.ar_max_duration) == (2, None, 4.0)
+    assert loaded.magnet_params.decoding_steps == (4, 2, 2, 2)
+    loaded.set_generation_params(mode="hybrid", duration=2.0)      # packaged steps stay
+    assert loaded.magnet_params.decoding_steps == (4, 2, 2, 2) and loaded.magnet_params.span_len == 2
+    loaded.set_generation_params(decoding_steps=(1, 1, 1, 1))     # a given keyword wins
+    assert loaded.magnet_params.decoding_steps == (1, 1, 1, 1)
+    with pytest.raises(ValueError, match="unknown generation parameter.*steps"):
+        loaded.set_generation_params(steps=(1, 1, 1, 1))
 
 
 def test_native_format_refuses_a_modified_or_missing_file(tmp_path, debug):

@@ -73,6 +73,18 @@ def test_greedy_magnet_and_hybrid_codes_match_pytorch(magnet_pair, mode):
     assert float((out[0][0] - out[1][0]).abs().max()) < 1e-4
 
 
+def test_a_bundle_keeps_the_checkpoints_sampling_defaults_and_span(magnet_pair, tmp_path):
+    from engine.models.magnet import MAGNeT
+    src = magnet_pair[0]
+    model = MAGNeT("m", src.compression_model, src.lm, src.text_encoder, max_duration=10.0,
+                   generation_defaults={"decoding_steps": [4, 2, 2, 2]}, ar_lm=src.ar_lm,
+                   extra={"span_len": 2})
+    export_bundle(model, tmp_path / "b", log=lambda s: None)
+    loaded = load_bundle(tmp_path / "b", provider="cpu")
+    loaded.set_generation_params(mode="hybrid", duration=2.0)
+    assert loaded.magnet_params.decoding_steps == (4, 2, 2, 2) and loaded.span_len == 2
+
+
 def test_step_graph_io_follows_manifest_and_has_no_if_node(bundle):
     manifest = read_manifest(bundle)
     spec = manifest["graphs"]["lm_step"]

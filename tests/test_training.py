@@ -61,8 +61,21 @@ def codes(corpus, tmp_path_factory) -> Path:
     latent = codec.encoder(wav)
     codec.quantizer.ema_update(latent, codec.quantizer.encode(latent))    # k-means initialises the books
     path = tmp_path_factory.mktemp("codes") / "codes.pt"
-    encode_corpus(corpus, codec, debug_text_encoder(dim=32), path, segment_frames=40, progress=False)
+    encode_corpus(corpus, codec, debug_text_encoder(dim=32), path, progress=False)
     return path
+
+
+def test_encoded_loops_tile_into_segments_longer_than_the_loop(codes, corpus):
+    data = CodeSegments(codes, 200)                       # > every loop's period (1 bar = 1.6-2.4 s)
+    periods = [c.shape[-1] for c in data.codes]
+    items = json.loads((corpus / "index.jsonl").read_text().splitlines()[0])
+    assert max(periods) < 200 and periods[0] == round(items["bars"] * data.bar_frames[0])
+    torch.manual_seed(0)
+    seg = data.sample(3)[0]
+    assert seg.shape == (3, 2, 200)
+    for b in range(3):
+        assert len(seg[b].unique()) > 2                                    # real codes, not a constant
+        assert any(torch.equal(seg[b, :, p:], seg[b, :, :200 - p]) for p in periods)   # its loop's period
 
 
 def _codec_task(corpus, steps=10, **kw) -> CodecTask:

@@ -433,9 +433,10 @@ def load_bundle(bundle_dir: str | Path, provider: str | None = None,
 
     b = open_bundle(bundle_dir, provider, threads)
     name = Path(bundle_dir).name
+    generation = dict(b.manifest.get("generation", {}))   # absent in bundles of older builds
     if b.family == "musicgen":
         return MusicGen(name, b.codec, None, b.text_encoder, max_duration=b.max_duration,
-                        backend=b.backends["ar"])
+                        backend=b.backends["ar"], generation_defaults=generation)
     if b.family != "magnet":
         raise ValueError(f"bundle {bundle_dir}: unknown model family {b.family!r}")
     from engine.models.magnet import MAGNeT
@@ -445,4 +446,6 @@ def load_bundle(bundle_dir: str | Path, provider: str | None = None,
     kwargs = {} if ar is None else {"ar_backend": ar,
                                     "ar_max_duration": float(extra["ar_max_duration"])}
     return MAGNeT(name, b.codec, None, b.text_encoder, max_duration=b.max_duration,
-                  backend=b.backends["magnet"], attn_band=extra["attn_band"], **kwargs)
+                  backend=b.backends["magnet"], attn_band=extra["attn_band"],
+                  generation_defaults=generation, extra={"span_len": extra.get("span_len", 3)},
+                  **kwargs)

@@ -115,19 +115,20 @@ class MAGNeT(MusicGen):
 
     # ------------------------------------------------------------------ parameters
 
-    def set_generation_params(self, duration: float | None = None,
-                              decoding_steps: Sequence[int] = (20, 10, 10, 10),
-                              span_arrangement: str = "nonoverlap",
-                              max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0,
-                              temperature: float = 3.0, top_p: float = 0.9, top_k: int = 0,
-                              use_sampling: bool = True, seed: int | None = None,
-                              mode: str = "magnet", bpm: float | None = None,
-                              span_scoring: str | None = None, span_len: int | None = None,
-                              rescore_weight: float = 0.0, hybrid_prefix_s: float | None = None,
-                              ar_temperature: float = 1.0, ar_top_k: int = 250,
-                              ar_top_p: float = 0.0, ar_cfg_coef: float = 3.0,
-                              extend_stride: float = 18.0) -> None:
-        """Set how the next ``generate*`` calls decode (audiocraft's MAGNeT names and defaults).
+    def _configure(self, duration: float | None = None,
+                   decoding_steps: Sequence[int] = (20, 10, 10, 10),
+                   span_arrangement: str = "nonoverlap",
+                   max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0,
+                   temperature: float = 3.0, top_p: float = 0.9, top_k: int = 0,
+                   use_sampling: bool = True, seed: int | None = None,
+                   mode: str = "magnet", bpm: float | None = None,
+                   span_scoring: str | None = None, span_len: int | None = None,
+                   rescore_weight: float = 0.0, hybrid_prefix_s: float | None = None,
+                   ar_temperature: float = 1.0, ar_top_k: int = 250,
+                   ar_top_p: float = 0.0, ar_cfg_coef: float = 3.0,
+                   extend_stride: float = 18.0) -> None:
+        """How the next ``generate*`` calls decode, every parameter explicit (audiocraft's
+        MAGNeT names and defaults; :meth:`set_generation_params` fills in the model's own).
 
         ``duration``: seconds in all (default: the model's segment; at most the segment for the
         magnet and hybrid modes). ``mode``: one of ``supported_modes``. ``bpm``: the session

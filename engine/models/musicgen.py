@@ -7,6 +7,8 @@ take and return what audiocraft's do (audio [B, C, N] at ``sample_rate``; codes 
 """
 from __future__ import annotations
 
+import inspect
+
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -98,8 +100,10 @@ class MusicGen:
             raise ValueError(f"{len(self.pattern.delays)} delays for {backend.n_q} codebooks")
         self.provider = getattr(backend, "provider", "torch")
         self._chroma = ChromaExtractor(self.sample_rate)
-        defaults = {"duration": min(8.0, self.max_duration), **(generation_defaults or {})}
-        self.set_generation_params(**defaults)
+        # The checkpoint's own sampling defaults (e.g. a preset's few MAGNeT steps): they fill
+        # in whatever a set_generation_params call leaves out.
+        self.generation_defaults = dict(generation_defaults or {})
+        self._configure(**{"duration": min(8.0, self.max_duration), **self.generation_defaults})
 
     # ------------------------------------------------------------------ properties
 
@@ -155,12 +159,23 @@ class MusicGen:
         of MusicGen renders any duration (long form in windows)."""
         return mode
 
-    def set_generation_params(self, duration: float = 8.0, temperature: float = 1.0,
-                              top_k: int = 250, top_p: float = 0.0, cfg_coef: float = 3.0,
-                              use_sampling: bool = True, extend_stride: float = 18.0,
-                              seed: int | None = None, mode: str = "ar") -> None:
-        """Set how the next ``generate*`` calls sample (audiocraft's names and defaults, plus
-        ``seed`` and ``mode``). ValueError names a bad parameter and its allowed range."""
+    def set_generation_params(self, **params: Any) -> None:
+        """Set how the next ``generate*`` calls sample: the keywords of :meth:`_configure`
+        (audiocraft's names, plus ``seed`` and ``mode``). A keyword left out takes the model's
+        packaged default (``generation_defaults``), else audiocraft's. ValueError names a bad
+        parameter and its allowed range."""
+        known = inspect.signature(self._configure).parameters
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise ValueError(f"unknown generation parameter(s) {', '.join(unknown)}; "
+                             f"{type(self).__name__} takes: {', '.join(known)}")
+        self._configure(**{**self.generation_defaults, **params})
+
+    def _configure(self, duration: float = 8.0, temperature: float = 1.0,
+                   top_k: int = 250, top_p: float = 0.0, cfg_coef: float = 3.0,
+                   use_sampling: bool = True, extend_stride: float = 18.0,
+                   seed: int | None = None, mode: str = "ar") -> None:
+        """The AR sampling parameters, every one explicit (audiocraft's defaults)."""
         if mode not in self.supported_modes:
             raise ValueError(f"mode {mode!r} is not supported by {type(self).__name__}; "
                              f"supported: {', '.join(self.supported_modes)}")

@@ -5,8 +5,10 @@
     model_dir/
       barforge.json        {"format": "barforge", "version": 1, "family": "musicgen"|"magnet",
                             "codec": CodecConfig, "audio_channels": 1|2, "lm": LMConfig,
-                            "ar_lm": LMConfig (optional), "text_encoder": {"kind": ...},
-                            "sample_rate", "max_duration", "generation": {defaults},
+                            "ar_lm": LMConfig (optional), "ar_max_duration": s (with ar_lm),
+                            "text_encoder": {"kind": ...}, "sample_rate", "max_duration",
+                            "generation": {set_generation_params defaults},
+                            "magnet": {"span_len", "subcodes_context"} (optional),
                             "files": {name: {"sha256": hex}}}
       codec.safetensors    the (mono) codec's state dict
       lm.safetensors       the LM's state dict
@@ -52,6 +54,8 @@ class NativeCheckpoint:
     ar_lm_config: dict[str, Any] | None = None
     ar_lm_state: dict[str, torch.Tensor] | None = None
     generation: dict[str, Any] = field(default_factory=dict)
+    magnet: dict[str, Any] = field(default_factory=dict)   # span_len, subcodes_context
+    ar_max_duration: float | None = None                   # the AR LM's trained window (s)
 
 
 def is_native_dir(path: str | Path) -> bool:
@@ -90,8 +94,11 @@ def save_native(directory: str | Path, ckpt: NativeCheckpoint) -> Path:
         "sample_rate": ckpt.sample_rate, "max_duration": ckpt.max_duration,
         "generation": ckpt.generation, "files": files,
     }
+    if ckpt.magnet:
+        meta["magnet"] = ckpt.magnet
     if ckpt.ar_lm_config is not None:
         meta["ar_lm"] = ckpt.ar_lm_config
+        meta["ar_max_duration"] = float(ckpt.ar_max_duration or ckpt.max_duration)
     config_path = directory / CONFIG_NAME
     tmp = config_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
@@ -151,13 +158,17 @@ def load_native(directory: str | Path) -> NativeCheckpoint:
         audio_channels=int(meta.get("audio_channels", 1)),
         ar_lm_config=meta["ar_lm"] if has_ar else None,
         ar_lm_state=_load_checked(directory, meta, "ar_lm") if has_ar else None,
-        generation=dict(meta.get("generation", {})))
+        generation=dict(meta.get("generation", {})), magnet=dict(meta.get("magnet", {})),
+        # folders written before ar_max_duration was recorded trained both LMs on one segment
+        ar_max_duration=float(meta.get("ar_max_duration", meta["max_duration"])) if has_ar else None)
 
 
 def checkpoint_from_modules(family: str, codec: Any, lm: torch.nn.Module,
                             text_encoder: dict[str, Any], max_duration: float,
                             generation: dict[str, Any] | None = None,
-                            ar_lm: torch.nn.Module | None = None) -> NativeCheckpoint:
+                            ar_lm: torch.nn.Module | None = None,
+                            magnet: dict[str, Any] | None = None,
+                            ar_max_duration: float | None = None) -> NativeCheckpoint:
     """A ``NativeCheckpoint`` of live modules: ``codec`` an ``EncodecModel`` or a stereo wrapper
     (its ``mono`` codec is stored, ``audio_channels`` 2), ``lm`` / ``ar_lm`` ``LMModel``s."""
     mono = getattr(codec, "mono", codec)
@@ -168,4 +179,5 @@ def checkpoint_from_modules(family: str, codec: Any, lm: torch.nn.Module,
         lm_state=lm.state_dict(), audio_channels=int(codec.channels),
         ar_lm_config=None if ar_lm is None else ar_lm.cfg.to_dict(),
         ar_lm_state=None if ar_lm is None else ar_lm.state_dict(),
-        generation=dict(generation or {}))
+        generation=dict(generation or {}), magnet=dict(magnet or {}),
+        ar_max_duration=None if ar_lm is None else float(ar_max_duration or max_duration))

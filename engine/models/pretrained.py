@@ -158,7 +158,9 @@ def model_from_native(ckpt: NativeCheckpoint, name: str, base_dir: Path | None =
                          generation_defaults=ckpt.generation)
     else:
         model = magnet_class()(name, compression, lm, text, max_duration=ckpt.max_duration,
-                               generation_defaults=ckpt.generation, ar_lm=ar_lm, extra={})
+                               generation_defaults=ckpt.generation, ar_lm=ar_lm,
+                               ar_max_duration=ckpt.ar_max_duration or ckpt.max_duration,
+                               extra=ckpt.magnet)
     model.text_encoder_spec = dict(ckpt.text_encoder)
     return model
 

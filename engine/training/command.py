@@ -13,6 +13,7 @@ Each ``--out`` folder receives only weights (safetensors) and JSON; the resumabl
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -91,7 +92,11 @@ def _lm_data(args: argparse.Namespace, dist, segment: int):
     from engine.training.codec import load_trained_codec
     from engine.training.dataset import CodeSegments, encode_corpus
 
-    cache = checkpoint_dir(args.out) / f"codes_train_{segment}.pt"
+    # Keyed by the codec's weights, the corpus index and the text encoder: a retrained codec
+    # or a re-rendered corpus never reuses stale codes.
+    key = hashlib.sha256((Path(args.codec) / "codec.safetensors").read_bytes()
+                         + (Path(args.data) / "index.jsonl").read_bytes()).hexdigest()[:16]
+    cache = checkpoint_dir(args.out) / f"codes_train_{args.text_encoder}_{key}.pt"
     if dist.main and not cache.is_file():
         if args.text_encoder == "debug":
             from engine.conditioners.text import debug_text_encoder
@@ -99,7 +104,7 @@ def _lm_data(args: argparse.Namespace, dist, segment: int):
         else:
             from engine.conditioners.text import MiniLMTextEncoder
             encoder = MiniLMTextEncoder()
-        encode_corpus(args.data, load_trained_codec(args.codec), encoder, cache, segment,
+        encode_corpus(args.data, load_trained_codec(args.codec), encoder, cache,
                       device=dist.device, progress=not args.quiet)
     if dist.enabled:
         torch.distributed.barrier()
@@ -164,7 +169,9 @@ def _run_package(args: argparse.Namespace) -> int:
         text_encoder=meta["text_encoder"], sample_rate=codec.sample_rate,
         max_duration=frames / codec.frame_rate, codec_state=codec.state_dict(), lm_state=lm.state_dict(),
         ar_lm_config=ar_meta["lm"] if ar_meta else None, ar_lm_state=ar_lm.state_dict() if ar_lm else None,
-        generation=_generation_defaults(args.generation))
+        generation=_generation_defaults(args.generation),
+        magnet={"span_len": meta["span_len"], "subcodes_context": meta.get("attn_band")} if family == "magnet" else {},
+        ar_max_duration=ar_meta["segment_frames"] / codec.frame_rate if ar_meta else None)
     path = save_native(args.out, ckpt)
     print(f"wrote {path.parent}")
     return 0

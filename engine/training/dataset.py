@@ -82,22 +82,28 @@ def text_variants(item: dict) -> list[str]:
 
 
 @torch.inference_mode()
-def encode_corpus(corpus: str | Path, codec, text_encoder, out_path: str | Path, segment_frames: int,
-                  split: str = "train", device: str | torch.device = "cpu", progress: bool = True) -> Path:
-    """Encode every loop of ``split`` with ``codec`` (tiled so a bar-aligned segment of
-    ``segment_frames`` fits from any bar) and its caption variants with ``text_encoder``."""
+def encode_corpus(corpus: str | Path, codec, text_encoder, out_path: str | Path, split: str = "train",
+                  device: str | torch.device = "cpu", progress: bool = True, context_s: float = 1.0) -> Path:
+    """Encode one period of every loop of ``split`` with ``codec`` and its caption variants
+    with ``text_encoder``.
+
+    Each loop is encoded once, with ``context_s`` of its own wrap-around on both sides so the
+    codec's receptive field sees the loop as the seamless cycle it is; :class:`CodeSegments`
+    tiles the period. Where a loop is not a whole number of frames the tiled seam is off by
+    under one frame (the period is rounded to whole frames).
+    """
     items = read_index(corpus, split)
     codec = codec.to(device).eval()
     hop, sr = codec.hop_length, codec.sample_rate
+    context = max(1, round(context_s * sr / hop)) * hop
     codes, bar_frames, texts = [], [], []
     for item in tqdm(items, desc="encode", disable=not progress):
         wav = load_wav(corpus, item, sr)
         n = len(wav)
-        reps = 2 + math.ceil(segment_frames * hop / n)
-        tiled = torch.from_numpy(np.tile(wav, reps))[None, None].to(device)   # [1, 1, reps * N]
-        c = codec.encode(tiled)[0]                                          # [K, T]
-        first = round(n / hop)                                              # skip the first pass
-        codes.append(c[:, first:first + round((reps - 1) * n / hop)].to(torch.int16).cpu())
+        x = torch.from_numpy(tile(wav, -context, n + 2 * context))[None, None].to(device)
+        period = max(1, round(n / hop))
+        c = codec.encode(x)[0]                                              # [K, T]
+        codes.append(c[:, context // hop:context // hop + period].to(torch.int16).cpu())
         bar_frames.append(n / hop / item["bars"])
         texts.append(text_variants(item))
     hidden, masks = [], []
@@ -111,8 +117,7 @@ def encode_corpus(corpus: str | Path, codec, text_encoder, out_path: str | Path,
                "bars": torch.tensor([it["bars"] for it in items]),
                "text_hidden": torch.stack([pad(h) for h in hidden]),          # [N, V, L, C]
                "text_mask": torch.stack([torch.nn.functional.pad(m, (0, max_len - m.shape[1])) for m in masks]),
-               "ids": [it["id"] for it in items], "segment_frames": segment_frames,
-               "card": codec.cardinality}
+               "ids": [it["id"] for it in items], "card": codec.cardinality}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, out_path)
@@ -120,13 +125,12 @@ def encode_corpus(corpus: str | Path, codec, text_encoder, out_path: str | Path,
 
 
 class CodeSegments:
-    """Bar-aligned segments of pre-encoded codes with one random caption variant each."""
+    """Bar-aligned segments of pre-encoded loop periods (tiled) with one random caption variant each."""
 
     def __init__(self, cache: str | Path, segment_frames: int):
+        if segment_frames < 1:
+            raise ValueError(f"segment_frames must be >= 1, got {segment_frames}")
         data = torch.load(cache, weights_only=True)
-        if segment_frames > data["segment_frames"]:
-            raise ValueError(f"{cache} was encoded for segments of {data['segment_frames']} frames, "
-                             f"asked {segment_frames}: re-encode (delete the file)")
         self.codes = data["codes"]
         self.bar_frames = data["bar_frames"].tolist()
         self.bars = data["bars"].tolist()
@@ -150,7 +154,7 @@ class CodeSegments:
         for i in which:
             bar = int(torch.randint(self.bars[i], ()).item())
             start = round(bar * self.bar_frames[i])
-            codes.append(self.codes[i][:, start:start + self.segment].long())
+            codes.append(tile(self.codes[i], start, self.segment).long())
         hidden = torch.stack([self.hidden[i, v] for i, v in zip(which, variant)]).float()
         mask = torch.stack([self.mask[i, v] for i, v in zip(which, variant)])
         return torch.stack(codes), hidden, mask
