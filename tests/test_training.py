@@ -1,5 +1,6 @@
 """Training: each objective lowers its loss on a fixed batch, checkpoints resume bit-exactly,
 and two torchrun processes train together on CPU (gloo)."""
+import dataclasses
 import json
 import os
 import shutil
@@ -117,6 +118,32 @@ def test_lm_steps_lower_the_loss_on_a_fixed_batch(codes, cls):
     for _ in range(10):
         task.update(batch)
     assert loss() < before - 0.1
+
+
+def test_segments_carry_their_loops_tempo_as_beats_per_frame(codes, corpus):
+    data = CodeSegments(codes, 40)
+    torch.manual_seed(0)
+    beat = data.sample(16)[3]
+    frame_rate = 32000 / TINY_CODEC.hop_length
+    bpf = {round(bpm / 60 / frame_rate, 6) for bpm in (120, 150, 100)}
+    assert beat.shape == (16, 3) and bool((beat[:, 1] == 4).all()) and bool((beat[:, 2] == 0).all())
+    assert {round(float(b), 6) for b in beat[:, 0]} <= bpf
+
+
+def test_beat_conditioned_lm_starts_from_a_plain_lms_weights(codes):
+    plain = LMTask(_tiny_lm(True), CodeSegments(codes, 40), CPU, batch_size=2, lr=1e-3, steps=2)
+    cfg = dataclasses.replace(_tiny_lm(True), beat_harmonics=2)
+    task = LMTask(cfg, CodeSegments(codes, 40), CPU, batch_size=2, lr=3e-3, steps=20, warmup=1,
+                  cond_dropout=0.0, init_state=plain.model.state_dict())
+    torch.manual_seed(1)
+    batch = task.data.sample(4)
+    assert task.eval_loss(batch) == pytest.approx(plain.eval_loss(batch), abs=1e-6)   # zero beat_proj
+    before = task.model.beat_proj.weight.detach().clone()
+    task.update(batch)
+    assert not torch.equal(task.model.beat_proj.weight, before)                          # it learns
+    with pytest.raises(ValueError, match="do not fit"):
+        LMTask(dataclasses.replace(cfg, dim=64), CodeSegments(codes, 40), CPU, batch_size=2,
+               lr=1e-3, steps=2, init_state=plain.model.state_dict())
 
 
 def test_span_mask_covers_about_the_asked_rate():

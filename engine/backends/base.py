@@ -11,7 +11,7 @@ steps, T frames, L condition length, D model dim, card codebook size.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
@@ -25,12 +25,24 @@ class ConditionTensors:
     ``cross_mask``: [B, L] 1 for real tokens, 0 for padding / null condition.
     ``prefix``: [B, P, D] embeddings prepended to the token sequence (melody chroma, or
     MusicGen-Melody's prepended text), or None.
-    Null (unconditional) rows for CFG have ``cross`` zeroed and ``cross_mask`` 0.
+    ``beat``: [B, 3] (beats per frame, beats per bar, beat position of step 0) for LMs with
+    beat conditioning, or None (no tempo). Beats per frame 0 marks a row without tempo.
+    Null (unconditional) rows for CFG have ``cross`` zeroed, ``cross_mask`` 0 and no tempo.
     """
 
     cross: torch.Tensor | None
     cross_mask: torch.Tensor | None
     prefix: torch.Tensor | None = None
+    beat: torch.Tensor | None = None
+
+    def at_frame(self, offset: int) -> "ConditionTensors":
+        """The rows for a decoding window that starts ``offset`` frames into the piece: the
+        same, with the beat position of its step 0 moved on by ``offset`` frames."""
+        if self.beat is None or offset == 0:
+            return self
+        beat = self.beat.clone()
+        beat[:, 2] += offset * beat[:, 0]
+        return replace(self, beat=beat)
 
     @property
     def batch(self) -> int:

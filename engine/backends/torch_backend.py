@@ -16,11 +16,13 @@ from engine.modules.transformer import CrossKV
 
 @dataclass
 class TorchContext:
-    """Per-generation state: every layer's cross-attention K/V and the prefix embeddings."""
+    """Per-generation state: every layer's cross-attention K/V, the prefix embeddings and the
+    rows' tempo."""
 
     cross_kv: CrossKV | None
     prefix: torch.Tensor | None
     batch: int
+    beat: torch.Tensor | None = None
 
 
 class TorchBackend:
@@ -41,7 +43,8 @@ class TorchBackend:
                 raise ValueError("this LM cross-attends: the condition needs cross and cross_mask")
             cross_kv = self.lm.cross_kv(self.lm.project_condition(cond.cross, cond.cross_mask))
         prefix = cond.prefix.to(self.lm.dtype) if cond.prefix is not None else None
-        return TorchContext(cross_kv=cross_kv, prefix=prefix, batch=cond.batch)
+        beat = cond.beat.to(self.lm.out_norm.weight.device) if cond.beat is not None else None
+        return TorchContext(cross_kv=cross_kv, prefix=prefix, batch=cond.batch, beat=beat)
 
     def new_cache(self, ctx: TorchContext, max_steps: int) -> StaticKVCache:
         """An empty cache for the prefix plus ``max_steps`` token steps."""
@@ -61,7 +64,8 @@ class TorchBackend:
         if tokens.shape[0] != cache.batch:
             raise ValueError(f"tokens batch {tokens.shape[0]} != cache batch {cache.batch}")
         prefix = ctx.prefix if cache.length == 0 else None
-        logits = self.lm(tokens, ctx.cross_kv, cache=cache, prefix=prefix, causal=True)
+        logits = self.lm(tokens, ctx.cross_kv, cache=cache, prefix=prefix, causal=True,
+                         beat=ctx.beat)
         return logits, cache
 
     @torch.inference_mode()
@@ -71,4 +75,4 @@ class TorchBackend:
         if attn_band is not None and (not isinstance(attn_band, int) or attn_band < 0):
             raise ValueError(f"attn_band must be None or an integer >= 0, got {attn_band!r}")
         return self.lm(tokens, ctx.cross_kv, prefix=ctx.prefix, band=attn_band, causal=False,
-                       codebook=codebook)
+                       codebook=codebook, beat=ctx.beat)

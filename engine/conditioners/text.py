@@ -14,6 +14,8 @@ Shape letters: B batch, L tokens, C encoder width.
 """
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,6 +51,16 @@ def describe(prompt: str, bpm: float | None = None, key: str | None = None) -> s
     if not pairs:
         return prompt.strip()
     return ". ".join(([text] if text else []) + [". ".join(pairs)])
+
+
+_BPM_PAIR = re.compile(r"\bbpm:\s*([0-9]+(?:\.[0-9]*)?)", re.IGNORECASE)
+
+
+def caption_bpm(caption: str | None) -> float | None:
+    """The tempo a caption states in audiocraft's ``"bpm: 120.0"`` pair, or None."""
+    match = _BPM_PAIR.search(caption or "")
+    bpm = float(match.group(1)) if match else None
+    return bpm if bpm is not None and 0 < bpm < 1000 else None
 
 
 def null_condition(hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

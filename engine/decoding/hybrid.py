@@ -70,7 +70,7 @@ def generate_hybrid(ar_backend: StepBackend, magnet_backend: StepBackend, cond: 
             progress_callback(ar_total + done, ar_total + total)
 
     if prefix_frames > prompt_frames:
-        prompt = generate_ar(ar_backend, lambda offset: cond, ar_params, batch=batch, cfg=cfg,
+        prompt = generate_ar(ar_backend, cond.at_frame, ar_params, batch=batch, cfg=cfg,
                              total_frames=prefix_frames, window_frames=ar_window_frames,
                              stride_frames=ar_stride_frames, prompt=prompt,
                              progress_callback=ar_progress, pattern=pattern)  # [B, K, P]

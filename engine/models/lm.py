@@ -7,11 +7,18 @@ sum, cross-attending to the projected text condition; ``out_norm`` then K heads 
 give per-codebook logits. Melody models have no cross-attention: their condition (projected
 chroma then projected text) is prepended as ``prefix`` embeddings.
 
+Beat conditioning (``beat_harmonics`` > 0, our extension; audiocraft's and HF's LMs have none):
+each step's metrical position at a given tempo -- sin/cos of the beat phase at ``beat_harmonics``
+harmonics and of the bar phase at two -- is projected and added to the token embeddings. The
+tempo is then an input the model reads at every frame instead of a number it must parse from
+the caption. Training segments start on a downbeat (beat position 0 at step 0).
+
 Shape letters: B batch, K codebooks, S steps, D dim, L condition length, P prefix length,
 C condition width.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -19,6 +26,8 @@ from torch import nn
 
 from engine.config_dict import check_int, dataclass_from_dict
 from engine.modules.transformer import CrossKV, KVCache, StreamingTransformer
+
+BAR_HARMONICS = 2  # bar phase features: the bar and the half bar
 
 
 @dataclass(frozen=True)
@@ -41,12 +50,16 @@ class LMConfig:
     norm_eps: float = 1e-5
     prefix_text_dim: int = 0
     chroma_bins: int = 0
+    beat_harmonics: int = 0
 
     def __post_init__(self) -> None:
         for name in ("n_q", "card", "dim", "num_heads", "num_layers", "hidden_scale"):
             check_int(f"LMConfig.{name}", getattr(self, name), 1)
-        for name in ("cond_dim", "prefix_text_dim", "chroma_bins"):
+        for name in ("cond_dim", "prefix_text_dim", "chroma_bins", "beat_harmonics"):
             check_int(f"LMConfig.{name}", getattr(self, name), 0)
+        if self.beat_harmonics and (self.prefix_text_dim or self.chroma_bins):
+            raise ValueError("LMConfig.beat_harmonics needs a cross-attention LM: positions of a "
+                             "prefixed (melody) LM do not start on the downbeat")
         if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
             raise ValueError(f"LMConfig.dim {self.dim} must split into {self.num_heads} heads "
                              "of an even size")
@@ -94,6 +107,8 @@ class LMModel(nn.Module):
         self.cond_proj = nn.Linear(cfg.cond_dim, cfg.dim) if cfg.cond_dim else None
         self.prefix_text_proj = nn.Linear(cfg.prefix_text_dim, cfg.dim) if cfg.prefix_text_dim else None
         self.chroma_proj = nn.Linear(cfg.chroma_bins, cfg.dim) if cfg.chroma_bins else None
+        self.beat_proj = (nn.Linear(2 * (cfg.beat_harmonics + BAR_HARMONICS), cfg.dim, bias=False)
+                          if cfg.beat_harmonics else None)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -137,6 +152,30 @@ class LMModel(nn.Module):
         """Cross-attention keys/values of every layer for a projected condition [B, L, D]."""
         return self.transformer.cross_kv(cond_emb.to(self.dtype))
 
+    def beat_embedding(self, beat: torch.Tensor, start: int | torch.Tensor, steps: int) -> torch.Tensor:
+        """[B, S, D] embedding of the metrical position of steps ``start`` .. ``start + S - 1``.
+
+        ``beat`` [B, 3]: (beats per frame, beats per bar, beat position of step 0) per row; a
+        row with 0 beats per frame has no tempo (free time, or CFG's null condition): zeros.
+        """
+        if self.beat_proj is None:
+            raise ValueError("this LM has no beat conditioning (beat_harmonics 0)")
+        if beat.dim() != 2 or beat.shape[1] != 3:
+            raise ValueError("beat must be [B, 3] (beats per frame, beats per bar, beat of step 0), "
+                             f"got {tuple(beat.shape)}")
+        beat = beat.float()
+        pos = torch.arange(steps, device=beat.device, dtype=torch.float32) + start   # [S]
+        beats = beat[:, 2:] + pos[None, :] * beat[:, :1]                              # [B, S]
+        bars = beats / beat[:, 1:2].clamp(min=1.0)
+        # fractional phases first: sin(2 pi h x) only needs x mod 1, and float32 keeps it exact
+        beat_h = torch.arange(1, self.cfg.beat_harmonics + 1, device=beat.device, dtype=torch.float32)
+        bar_h = torch.arange(1, BAR_HARMONICS + 1, device=beat.device, dtype=torch.float32)
+        angles = 2 * math.pi * torch.cat([(beats - beats.floor())[..., None] * beat_h,
+                                          (bars - bars.floor())[..., None] * bar_h], dim=-1)
+        feats = torch.cat([angles.sin(), angles.cos()], dim=-1)                       # [B, S, F]
+        feats = feats * (beat[:, :1] > 0).to(feats.dtype)[..., None]
+        return self.beat_proj(feats.to(self.dtype))
+
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Sum of the K codebook embeddings: tokens [B, K, S] -> [B, S, D]."""
         if tokens.dim() != 3 or tokens.shape[1] != self.n_q:
@@ -149,17 +188,21 @@ class LMModel(nn.Module):
     def forward(self, tokens: torch.Tensor, cross_kv: CrossKV | None = None,
                 cache: KVCache | None = None, prefix: torch.Tensor | None = None,
                 band: int | None = None, causal: bool | None = None,
-                codebook: int | None = None) -> torch.Tensor:
+                codebook: int | None = None, beat: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (float32) for ``tokens`` [B, K, S]: [B, K, S, card], or [B, S, card] for one
         ``codebook``.
 
         ``cache``: causal decoding after what it holds (advanced by P + S). ``prefix`` [B, P, D]:
         embeddings placed before the tokens (positions 0..P-1); their logits are dropped.
         ``band``: self-attention limited to |i - j| <= band. ``causal``: None = the config's.
+        ``beat`` [B, 3]: the tempo of each row (see :meth:`beat_embedding`); None, or an LM
+        without beat conditioning, means no tempo.
         """
         causal = self.cfg.causal if causal is None else causal
         x = self.embed(tokens)  # [B, S, D]
         steps = x.shape[1]
+        if beat is not None and self.beat_proj is not None:
+            x = x + self.beat_embedding(beat, cache.length if cache is not None else 0, steps)
         if prefix is not None:
             if prefix.dim() != 3 or prefix.shape[0] != x.shape[0] or prefix.shape[2] != x.shape[2]:
                 raise ValueError(f"prefix must be [{x.shape[0]}, P, {x.shape[2]}], "

@@ -126,14 +126,15 @@ class MAGNeT(MusicGen):
                    rescore_weight: float = 0.0, hybrid_prefix_s: float | None = None,
                    ar_temperature: float = 1.0, ar_top_k: int = 250,
                    ar_top_p: float = 0.0, ar_cfg_coef: float = 3.0,
-                   extend_stride: float = 18.0) -> None:
+                   extend_stride: float = 18.0, beats_per_bar: int = 4) -> None:
         """How the next ``generate*`` calls decode, every parameter explicit (audiocraft's
         MAGNeT names and defaults; :meth:`set_generation_params` fills in the model's own).
 
         ``duration``: seconds in all (default: the model's segment; at most the segment for the
         magnet and hybrid modes). ``mode``: one of ``supported_modes``. ``bpm``: the session
         tempo; the hybrid AR prefix is one bar at it (``hybrid_prefix_s`` overrides; 1.5 s
-        without either). ``ar_*``: how the AR LM samples in the hybrid and AR modes.
+        without either), and beat-conditioned LMs read it (with ``beats_per_bar``; without
+        ``bpm``, each caption's ``"bpm: N"``). ``ar_*``: how the AR LM samples in the hybrid and AR modes.
         ``rescore_weight`` > 0 rescoring needs the AR LM. ValueError names a bad parameter.
         """
         if mode not in self.supported_modes:
@@ -164,6 +165,7 @@ class MAGNeT(MusicGen):
         ar = ARParams(duration=duration, temperature=ar_temperature, top_k=ar_top_k,
                       top_p=ar_top_p, cfg_coef=ar_cfg_coef, use_sampling=use_sampling,
                       extend_stride=extend_stride, seed=seed)
+        self._set_tempo(bpm, beats_per_bar)
         self.mode, self.magnet_params, self.ar_params = mode, magnet, ar
         self.hybrid_prefix_s = float(prefix_s)
         self.generation_params = ar if mode == "ar" else magnet
@@ -178,14 +180,15 @@ class MAGNeT(MusicGen):
         total = int(self.magnet_params.duration * self.frame_rate)
         conditioned = any(descriptions)
         text = self._text(descriptions)
+        beat = self._beat(descriptions)
         bar = _Progress(progress, progress_callback)
         try:
             if self.mode == "ar":
-                return self._generate_ar(text, B, conditioned, prompt, bar)
+                return self._generate_ar(text, B, conditioned, prompt, bar, beat)
             # audiocraft guides whenever there is a condition; 1 -> 1 annealing is no guidance
             p = self.magnet_params
             cfg = conditioned and not p.max_cfg_coef == p.min_cfg_coef == 1.0
-            rows = self._condition_rows(text, None, cfg)
+            rows = self._condition_rows(text, None, cfg, beat)
             rescorer = None
             if p.rescore_weight > 0.0:
                 assert self.ar_backend is not None
@@ -213,13 +216,13 @@ class MAGNeT(MusicGen):
 
     def _generate_ar(self, text: tuple[torch.Tensor, torch.Tensor] | None, batch: int,
                      conditioned: bool, prompt: torch.Tensor | None,
-                     bar: ProgressCallback) -> torch.Tensor:
+                     bar: ProgressCallback, beat: torch.Tensor | None) -> torch.Tensor:
         """The AR LM alone, decided exactly as MusicGen decides (CFG rule, windows)."""
         assert self.ar_backend is not None
         p = self.ar_params
         cfg = p.cfg_coef != 1.0 and conditioned
-        rows = self._condition_rows(text, None, cfg)
-        return generate_ar(self.ar_backend, lambda offset: rows, p, batch=batch, cfg=cfg,
+        rows = self._condition_rows(text, None, cfg, beat)
+        return generate_ar(self.ar_backend, rows.at_frame, p, batch=batch, cfg=cfg,
                            total_frames=int(p.duration * self.frame_rate),
                            window_frames=int(self.ar_max_duration * self.frame_rate),
                            stride_frames=int(p.extend_stride * self.frame_rate), prompt=prompt,

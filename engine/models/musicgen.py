@@ -17,7 +17,7 @@ import torch
 
 from engine.backends.base import ConditionTensors, StepBackend
 from engine.conditioners.chroma import ChromaExtractor, melody_chroma, null_chroma
-from engine.conditioners.text import TextEncoder
+from engine.conditioners.text import TextEncoder, caption_bpm
 from engine.decoding.ar import ProgressCallback, generate_ar
 from engine.decoding.delay_pattern import DelayPattern
 from engine.decoding.params import ARParams
@@ -174,8 +174,11 @@ class MusicGen:
     def _configure(self, duration: float = 8.0, temperature: float = 1.0,
                    top_k: int = 250, top_p: float = 0.0, cfg_coef: float = 3.0,
                    use_sampling: bool = True, extend_stride: float = 18.0,
-                   seed: int | None = None, mode: str = "ar") -> None:
-        """The AR sampling parameters, every one explicit (audiocraft's defaults)."""
+                   seed: int | None = None, mode: str = "ar", bpm: float | None = None,
+                   beats_per_bar: int = 4) -> None:
+        """The AR sampling parameters, every one explicit (audiocraft's defaults). ``bpm`` /
+        ``beats_per_bar``: the tempo for beat-conditioned LMs (see :meth:`_beat`)."""
+        self._set_tempo(bpm, beats_per_bar)
         if mode not in self.supported_modes:
             raise ValueError(f"mode {mode!r} is not supported by {type(self).__name__}; "
                              f"supported: {', '.join(self.supported_modes)}")
@@ -297,9 +300,30 @@ class MusicGen:
                 mask[i] = 0.0
         return hidden.float(), mask
 
+    def _set_tempo(self, bpm: float | None, beats_per_bar: int) -> None:
+        if bpm is not None and (isinstance(bpm, bool) or not isinstance(bpm, (int, float))
+                                or not 0 < bpm < 1000):
+            raise ValueError(f"bpm must be None or a number in (0, 1000), got {bpm!r}")
+        if isinstance(beats_per_bar, bool) or not isinstance(beats_per_bar, int) \
+                or not 1 <= beats_per_bar <= 16:
+            raise ValueError(f"beats_per_bar must be an integer in [1, 16], got {beats_per_bar!r}")
+        self.bpm, self.beats_per_bar = bpm, beats_per_bar
+
+    def _beat(self, descriptions: list[str | None]) -> torch.Tensor | None:
+        """[B, 3] tempo rows (beats per frame, beats per bar, 0: the piece starts on a
+        downbeat) at ``bpm``, else at each caption's ``"bpm: N"``; rows without a tempo are 0.
+        None when no row has one. LMs without beat conditioning ignore it."""
+        bpms = [self.bpm if self.bpm is not None else caption_bpm(d) for d in descriptions]
+        if all(b is None for b in bpms):
+            return None
+        return torch.tensor([[0.0 if b is None else b / 60.0 / self.frame_rate,
+                              float(self.beats_per_bar), 0.0] for b in bpms])
+
     def _condition_rows(self, text: tuple[torch.Tensor, torch.Tensor] | None,
-                        chroma: torch.Tensor | None, cfg: bool) -> ConditionTensors:
-        """[cond; null] condition rows (2B when ``cfg``) for the backend."""
+                        chroma: torch.Tensor | None, cfg: bool,
+                        beat: torch.Tensor | None = None) -> ConditionTensors:
+        """[cond; null] condition rows (2B when ``cfg``) for the backend; null rows have no
+        tempo (training drops text and tempo together)."""
         hidden, mask = text if text is not None else (None, None)
         if self.is_melody:
             assert self.lm is not None and chroma is not None
@@ -321,8 +345,10 @@ class MusicGen:
         if cfg:
             hidden = torch.cat([hidden, torch.zeros_like(hidden)])
             mask = torch.cat([mask, torch.zeros_like(mask)])
+            beat = None if beat is None else torch.cat([beat, torch.zeros_like(beat)])
         dev = self._device
-        return ConditionTensors(cross=hidden.to(dev), cross_mask=mask.to(dev))
+        return ConditionTensors(cross=hidden.to(dev), cross_mask=mask.to(dev),
+                                beat=None if beat is None else beat.to(dev))
 
     def _generate_tokens(self, descriptions: list[str | None], prompt: torch.Tensor | None,
                          melodies: list[torch.Tensor | None] | None, progress: bool,
@@ -337,7 +363,7 @@ class MusicGen:
         # with every row unconditional, the null rows would repeat the conditional ones
         cfg = params.cfg_coef != 1.0 and (any(descriptions) or has_melody)
         text = self._text(descriptions)
-        conditions = self._condition_source(text, melodies, B, cfg)
+        conditions = self._condition_source(text, melodies, B, cfg, self._beat(descriptions))
         bar = _Progress(progress, progress_callback)
         try:
             return generate_ar(self.backend, conditions, params, batch=B, cfg=cfg,
@@ -348,13 +374,14 @@ class MusicGen:
 
     def _condition_source(self, text: tuple[torch.Tensor, torch.Tensor] | None,
                           melodies: list[torch.Tensor | None] | None, batch: int,
-                          cfg: bool) -> Callable[[int], ConditionTensors]:
-        """conditions(offset_frame) for the AR loop: the same rows for every window, except
-        that a melody is read from the window's time on, looped as audiocraft does."""
+                          cfg: bool, beat: torch.Tensor | None = None
+                          ) -> Callable[[int], ConditionTensors]:
+        """conditions(offset_frame) for the AR loop: the same rows for every window (the beat
+        phase moved on to the window's start), except that a melody is read from the window's
+        time on, looped as audiocraft does."""
         chroma_frames = self._chroma.frames_for(int(self.max_duration * self.sample_rate))
         if not self.is_melody:
-            rows = self._condition_rows(text, None, cfg)
-            return lambda offset: rows
+            return self._condition_rows(text, None, cfg, beat).at_frame
         cache: dict[int, ConditionTensors] = {}
 
         def at(offset: int) -> ConditionTensors:

@@ -46,6 +46,10 @@ def _lm_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--cond-dropout", type=float, default=0.1, help="null-condition rate (for CFG)")
+    p.add_argument("--beat-harmonics", type=int, default=4,
+                   help="beat conditioning: harmonics of the beat phase the LM reads (0: none)")
+    p.add_argument("--init-from", default=None,
+                   help="start from the weights of an earlier `train lm|magnet --out` folder")
     p.add_argument("--text-encoder", choices=("minilm", "debug"), default="minilm",
                    help="minilm: all-MiniLM-L6-v2 from its package; debug: tiny random (tests)")
 
@@ -111,6 +115,13 @@ def _lm_data(args: argparse.Namespace, dist, segment: int):
     return CodeSegments(cache, segment)
 
 
+def _init_state(directory: str | None) -> dict[str, torch.Tensor] | None:
+    if directory is None:
+        return None
+    from engine.training.common import read_trained
+    return read_trained(directory, "lm", "train lm|magnet")[0]
+
+
 def _run_lm(args: argparse.Namespace, kind: str) -> int:
     from engine.models.lm import LMConfig
     from engine.training.codec import load_trained_codec
@@ -121,12 +132,12 @@ def _run_lm(args: argparse.Namespace, kind: str) -> int:
     data = _lm_data(args, dist, segment)
     config = LMConfig(n_q=codec.num_codebooks, card=codec.cardinality, dim=args.dim,
                       num_heads=args.heads, num_layers=args.layers, cond_dim=data.cond_dim,
-                      causal=kind == "ar")
+                      causal=kind == "ar", beat_harmonics=args.beat_harmonics)
     meta = {"segment_frames": segment, "text_encoder": {"kind": args.text_encoder},
             "codec_dir": str(args.codec)}
     common = dict(batch_size=args.batch_size, lr=args.lr, steps=args.steps, warmup=args.warmup,
                   grad_clip=args.grad_clip, cond_dropout=args.cond_dropout, seed=args.seed,
-                  extra_meta=meta)
+                  extra_meta=meta, init_state=_init_state(args.init_from))
     if kind == "ar":
         from engine.training.lm import LMTask
         task = LMTask(config, data, dist, **common)

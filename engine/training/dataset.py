@@ -115,6 +115,7 @@ def encode_corpus(corpus: str | Path, codec, text_encoder, out_path: str | Path,
     pad = lambda t: torch.nn.functional.pad(t, (0, 0, 0, max_len - t.shape[1]))  # noqa: E731
     payload = {"codes": codes, "bar_frames": torch.tensor(bar_frames, dtype=torch.float64),
                "bars": torch.tensor([it["bars"] for it in items]),
+               "beats_per_bar": torch.tensor([it["beats_per_bar"] for it in items]),
                "text_hidden": torch.stack([pad(h) for h in hidden]),          # [N, V, L, C]
                "text_mask": torch.stack([torch.nn.functional.pad(m, (0, max_len - m.shape[1])) for m in masks]),
                "ids": [it["id"] for it in items], "card": codec.cardinality}
@@ -134,6 +135,7 @@ class CodeSegments:
         self.codes = data["codes"]
         self.bar_frames = data["bar_frames"].tolist()
         self.bars = data["bars"].tolist()
+        self.beats_per_bar = data["beats_per_bar"].tolist()
         self.hidden = data["text_hidden"]
         self.mask = data["text_mask"]
         self.segment = segment_frames
@@ -146,8 +148,9 @@ class CodeSegments:
     def cond_dim(self) -> int:
         return self.hidden.shape[-1]
 
-    def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(codes [B, K, T] int64, text hidden [B, L, C] float32, text mask [B, L])."""
+    def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(codes [B, K, T] int64, text hidden [B, L, C] float32, text mask [B, L], beat [B, 3]
+        (beats per frame, beats per bar, 0: every segment starts on a downbeat) float32)."""
         which = torch.randint(len(self.codes), (batch,)).tolist()
         variant = torch.randint(self.hidden.shape[1], (batch,)).tolist()
         codes = []
@@ -157,4 +160,6 @@ class CodeSegments:
             codes.append(tile(self.codes[i], start, self.segment).long())
         hidden = torch.stack([self.hidden[i, v] for i, v in zip(which, variant)]).float()
         mask = torch.stack([self.mask[i, v] for i, v in zip(which, variant)])
-        return torch.stack(codes), hidden, mask
+        beat = torch.tensor([[self.beats_per_bar[i] / self.bar_frames[i], self.beats_per_bar[i], 0.0]
+                             for i in which], dtype=torch.float32)
+        return torch.stack(codes), hidden, mask, beat

@@ -28,17 +28,20 @@ class ConditionedLM(nn.Module):
         self.lm = lm
 
     def forward(self, tokens: torch.Tensor, hidden: torch.Tensor, mask: torch.Tensor,
-                **kwargs) -> torch.Tensor:
+                beat: torch.Tensor, **kwargs) -> torch.Tensor:
         cond = self.lm.project_condition(hidden, mask)                    # [B, L, D]
-        return self.lm(tokens, self.lm.cross_kv(cond), **kwargs)
+        return self.lm(tokens, self.lm.cross_kv(cond), beat=beat, **kwargs)
 
 
-def drop_condition(hidden: torch.Tensor, mask: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows replaced by the null condition (zeros, mask 0) with probability ``p`` each."""
+def drop_condition(hidden: torch.Tensor, mask: torch.Tensor, beat: torch.Tensor,
+                   p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows replaced by the null condition (text zeros, mask 0, no tempo) with probability ``p``
+    each: text and tempo drop together, as audiocraft drops all conditions, so CFG pushes both."""
     if p <= 0:
-        return hidden, mask
+        return hidden, mask, beat
     drop = torch.rand(hidden.shape[0], device=hidden.device) < p           # [B]
-    return (hidden.masked_fill(drop[:, None, None], 0.0), mask.masked_fill(drop[:, None], 0))
+    return (hidden.masked_fill(drop[:, None, None], 0.0), mask.masked_fill(drop[:, None], 0),
+            beat.masked_fill(drop[:, None], 0.0))
 
 
 class LMTask:
@@ -50,7 +53,10 @@ class LMTask:
 
     def __init__(self, config: LMConfig, data, dist: Dist, *, batch_size: int, lr: float,
                  steps: int, warmup: int = 500, grad_clip: float = 1.0, weight_decay: float = 0.1,
-                 cond_dropout: float = 0.1, seed: int = 0, extra_meta: dict | None = None):
+                 cond_dropout: float = 0.1, seed: int = 0, extra_meta: dict | None = None,
+                 init_state: dict[str, torch.Tensor] | None = None):
+        """``init_state``: weights to start from (a trained LM of the same shape); a beat
+        projection it lacks starts at zero, so the model begins exactly as that LM."""
         if config.causal != self.causal:
             raise ValueError(f"the {self.kind} objective needs LMConfig(causal={self.causal})")
         self.config, self.data, self.dist = config, data, dist
@@ -60,6 +66,8 @@ class LMTask:
             torch.manual_seed(seed)                     # same initial weights on every rank
             self.model = LMModel(config).to(dist.device)
             _init_weights(self.model)
+        if init_state is not None:
+            _load_init(self.model, init_state)
         self.ddp = wrap_ddp(ConditionedLM(self.model), dist, find_unused=self.find_unused)
         self.opt = make_optimizer(self.model.named_parameters(), lr, weight_decay)
         self.sched = warmup_cosine(self.opt, warmup, steps)
@@ -68,35 +76,35 @@ class LMTask:
     def state(self) -> dict[str, object]:
         return {"model": self.model, "opt": self.opt, "sched": self.sched}
 
-    def compute_loss(self, codes: torch.Tensor, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def compute_loss(self, codes: torch.Tensor, hidden: torch.Tensor, mask: torch.Tensor,
+                     beat: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of the real tokens of the delayed sequence of ``codes`` [B, K, T]."""
         special = self.model.special_token_id
         seq = self.pattern.build(codes, special)                           # [B, K, T + K]
         inputs, targets = seq[..., :-1], seq[..., 1:]                      # [B, K, S]
-        logits = self.ddp(inputs, hidden, mask)                            # [B, K, S, card]
+        logits = self.ddp(inputs, hidden, mask, beat)                      # [B, K, S, card]
         valid = targets != special
         return F.cross_entropy(logits[valid], targets[valid])
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        codes, hidden, mask = self.data.sample(self.batch_size)
-        d = self.dist.device
-        return codes.to(d), hidden.to(d), mask.to(d)
+    def batch(self) -> tuple[torch.Tensor, ...]:
+        return tuple(t.to(self.dist.device) for t in self.data.sample(self.batch_size))
 
     @torch.no_grad()
-    def eval_loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> float:
-        """The loss on ``batch`` (codes, hidden, mask) with the full condition, no update."""
+    def eval_loss(self, batch: tuple[torch.Tensor, ...]) -> float:
+        """The loss on ``batch`` (codes, hidden, mask, beat) with the full condition, no update."""
         self.model.eval()
         return float(self.compute_loss(*(t.to(self.dist.device) for t in batch)))
 
     def train_step(self, step: int) -> dict[str, float]:
         return self.update(self.batch())
 
-    def update(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, float]:
-        """One optimisation step on ``batch`` (codes [B, K, T], hidden [B, L, C], mask [B, L])."""
-        codes, hidden, mask = (t.to(self.dist.device) for t in batch)
+    def update(self, batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
+        """One optimisation step on ``batch`` (codes [B, K, T], hidden [B, L, C], mask [B, L],
+        beat [B, 3])."""
+        codes, hidden, mask, beat = (t.to(self.dist.device) for t in batch)
         self.model.train()
-        hidden, mask = drop_condition(hidden, mask, self.cond_dropout)
-        loss = self.compute_loss(codes, hidden, mask)
+        hidden, mask, beat = drop_condition(hidden, mask, beat, self.cond_dropout)
+        loss = self.compute_loss(codes, hidden, mask, beat)
         loss.backward()
         norm = clip_and_step(self.model, self.opt, self.sched, self.grad_clip)
         return {"ce": float(loss.detach()), "grad": norm}
@@ -116,6 +124,18 @@ def _init_weights(model: LMModel, std: float = 0.02) -> None:
             nn.init.normal_(m.weight, 0.0, std)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
+
+
+def _load_init(model: LMModel, state: dict[str, torch.Tensor]) -> None:
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise ValueError(f"--init-from: the weights do not fit this LM's shape ({e})") from e
+    if unexpected or set(missing) - {"beat_proj.weight"}:
+        raise ValueError(f"--init-from: the weights do not fit this LM (missing {sorted(missing)}, "
+                         f"unexpected {sorted(unexpected)})")
+    if missing:
+        nn.init.zeros_(model.beat_proj.weight)
 
 
 def load_trained_lm(directory: str | Path) -> tuple[LMModel, dict]:

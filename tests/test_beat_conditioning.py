@@ -1,0 +1,83 @@
+"""Beat conditioning: the LM reads each step's metrical position at the asked tempo."""
+import dataclasses
+
+import pytest
+import torch
+
+from engine.backends.base import ConditionTensors
+from engine.backends.torch_backend import TorchBackend
+from engine.conditioners.text import caption_bpm, debug_text_encoder
+from engine.models.encodec import EncodecModel, debug_codec_config
+from engine.models.lm import LMConfig, LMModel, debug_lm_config
+from engine.models.musicgen import MusicGen
+
+CFG = dataclasses.replace(debug_lm_config(), beat_harmonics=3)
+
+
+def _lm(causal: bool = True) -> LMModel:
+    torch.manual_seed(0)
+    lm = LMModel(dataclasses.replace(CFG, causal=causal)).eval()
+    torch.nn.init.normal_(lm.beat_proj.weight, std=0.5)   # a trained-looking, non-zero projection
+    return lm
+
+
+def _cond(lm: LMModel, beat: torch.Tensor) -> ConditionTensors:
+    b = beat.shape[0]
+    return ConditionTensors(cross=torch.randn(b, 3, lm.cfg.cond_dim), cross_mask=torch.ones(b, 3), beat=beat)
+
+
+def test_beat_embedding_repeats_every_bar_and_is_zero_without_tempo():
+    lm = _lm()
+    beat = torch.tensor([[0.1, 4.0, 0.0], [0.0, 4.0, 0.0]])     # one bar = 40 frames; no tempo
+    emb = lm.beat_embedding(beat, 0, 100)
+    assert torch.allclose(emb[0, :60], emb[0, 40:100], atol=1e-4)
+    assert not torch.allclose(emb[0, :20], emb[0, 20:40], atol=1e-3)   # half bars differ (bar phase)
+    assert float(emb[1].abs().max()) == 0.0
+
+
+def test_a_window_starting_later_reads_the_beat_where_the_piece_is():
+    lm = _lm()
+    cond = _cond(lm, torch.tensor([[0.07, 3.0, 0.0]]))
+    whole = lm.beat_embedding(cond.beat, 0, 50)
+    later = lm.beat_embedding(cond.at_frame(17).beat, 0, 33)
+    assert torch.allclose(whole[:, 17:], later, atol=1e-4)
+    assert cond.at_frame(0) is cond
+
+
+@torch.inference_mode()
+def test_cached_steps_read_the_same_beats_as_one_forward():
+    lm = _lm()
+    backend = TorchBackend(lm)
+    cond = _cond(lm, torch.tensor([[0.08, 4.0, 0.0], [0.05, 3.0, 1.5]]))
+    ctx = backend.prepare(cond)
+    tokens = torch.randint(lm.card, (2, lm.n_q, 12))
+    whole = lm(tokens, ctx.cross_kv, beat=cond.beat)
+    cache = backend.new_cache(ctx, 12)
+    first, cache = backend.step(tokens[..., :5], cache, ctx)
+    steps = [first] + [backend.step(tokens[..., t:t + 1], cache, ctx)[0] for t in range(5, 12)]
+    assert torch.allclose(torch.cat(steps, dim=2), whole, atol=1e-4)
+    assert not torch.allclose(whole, lm(tokens, ctx.cross_kv), atol=1e-3)   # the beat matters
+
+
+def test_tempo_comes_from_bpm_else_the_caption_and_null_rows_have_none():
+    torch.manual_seed(0)
+    model = MusicGen("beat", EncodecModel(debug_codec_config()).eval(), _lm(),
+                     debug_text_encoder(dim=CFG.cond_dim))
+    assert caption_bpm("dusty drums. bpm: 92.5. key: c minor") == 92.5 and caption_bpm("no tempo") is None
+    beat = model._beat(["loop. bpm: 90.0", "free"])
+    assert torch.allclose(beat, torch.tensor([[90 / 60 / model.frame_rate, 4.0, 0.0], [0.0, 4.0, 0.0]]))
+    model.set_generation_params(duration=0.4, bpm=120, beats_per_bar=3, seed=3)
+    assert torch.allclose(model._beat(["loop. bpm: 90.0"]), torch.tensor([[120 / 60 / model.frame_rate, 3.0, 0.0]]))
+    rows = model._condition_rows(model._text(["a", "b"]), None, True, model._beat(["a", "b"]))
+    assert rows.beat.shape == (4, 3) and float(rows.beat[2:].abs().max()) == 0.0
+    fast = model.generate(["loop"], return_tokens=True)[1]
+    model.set_generation_params(duration=0.4, bpm=60, beats_per_bar=3, seed=3)
+    assert not torch.equal(fast, model.generate(["loop"], return_tokens=True)[1])
+    with pytest.raises(ValueError, match="beats_per_bar"):
+        model.set_generation_params(beats_per_bar=0)
+
+
+def test_melody_lms_cannot_take_beat_conditioning():
+    with pytest.raises(ValueError, match="beat_harmonics"):
+        LMConfig(n_q=4, card=64, dim=32, num_heads=2, num_layers=2, cond_dim=0, chroma_bins=12,
+                 prefix_text_dim=32, beat_harmonics=2)
