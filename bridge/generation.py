@@ -90,19 +90,23 @@ def _prompt_tensor(audio: np.ndarray) -> torch.Tensor:
 
 
 def generate_audio(model: Any, settings: Settings, seconds: float, progress: Progress,
-                   prompt: np.ndarray | None = None, prompt_rate: int | None = None) -> np.ndarray:
+                   prompt: np.ndarray | None = None, prompt_rate: int | None = None,
+                   tempo: tuple[float, int, float] | None = None) -> np.ndarray:
     """At least ``seconds`` of new audio [N, C] at the model's rate, after ``prompt`` if given.
 
     With a prompt ([P, C] at ``prompt_rate``) the result starts with the model's rendering of
     the prompt (as ``generate_continuation`` returns it). Past ``model.max_duration`` the model
     extends window by window (audiocraft's ``extend_stride``). ``progress(fraction)`` is called
-    at every decoding step and may raise to cancel.
+    at every decoding step and may raise to cancel. ``tempo``: (bpm, beats per bar, session
+    beat of the first frame -- the prompt's, when continuing) for beat-conditioned models.
     """
     prompt_s = 0.0 if prompt is None else prompt.shape[0] / prompt_rate
     # the model makes int(duration * frame_rate) codec frames: ask for two more frames
     frame_s = 1.0 / float(getattr(model, "frame_rate", 50.0))
     duration = prompt_s + seconds + 2 * frame_s
     params = settings.model_params()
+    if tempo is not None:
+        params.update(bpm=tempo[0], beats_per_bar=tempo[1], start_beat=tempo[2] % tempo[1])
     if duration > model.max_duration:
         params["extend_stride"] = EXTEND_STRIDE * model.max_duration
 

@@ -91,7 +91,8 @@ class Renderer:
         frames = tempo.frames_for_bars(job.request.bars, t.bpm, t.beats_per_bar, t.sample_rate)
         clip_s = frames / t.sample_rate
         t0 = time.monotonic()
-        wav = generate_audio(self.model, settings, clip_s + clip_render.SEAM_MARGIN_S, progress)
+        wav = generate_audio(self.model, settings, clip_s + clip_render.SEAM_MARGIN_S, progress,
+                             tempo=(float(t.bpm), t.beats_per_bar, 0.0))
         self.speed.record(settings.mode, time.monotonic() - t0, clip_s + clip_render.SEAM_MARGIN_S)
         audio = self._to_host(wav, settings.channels, t.sample_rate)
         published, _ = self._finish(job, settings, audio, 0, "start", -1.0, {})
@@ -115,7 +116,9 @@ class Renderer:
                               clip_render.SEAM_MARGIN_S, self.speed.seconds_per_second(settings.mode))
         prompt = clip_render.match_channels(window.audio.astype(np.float32), self.model.audio_channels)
         t0 = time.monotonic()
-        wav = generate_audio(self.model, settings, p.new_s, progress, prompt, capture_rate)
+        prompt_beats = window.audio.shape[0] / capture_rate * float(t.bpm) / 60
+        wav = generate_audio(self.model, settings, p.new_s, progress, prompt, capture_rate,
+                             tempo=(float(t.bpm), t.beats_per_bar, window.beat_at_end - prompt_beats))
         self.speed.record(settings.mode, time.monotonic() - t0, p.new_s)
         audio = self._to_host(wav, settings.channels, t.sample_rate)
         prompt_end_s = Fraction(window.audio.shape[0], capture_rate)

@@ -108,6 +108,8 @@ def _set_params(model: Any, args: argparse.Namespace, duration: float) -> None:
         value = getattr(args, arg)
         if value is not None:
             params[name] = value
+    if getattr(args, "bars", None) is not None:   # the tempo, for beat-conditioned models
+        params.update(bpm=args.bpm, beats_per_bar=args.beats_per_bar)
     mode = params.get("mode", model.supported_modes[0])
     chosen = model.mode_for(mode, duration)
     if chosen != mode:

@@ -48,6 +48,8 @@ def lm_specs(lm: LMModel, magnet: bool, ar: bool) -> list[GraphSpec]:
     has_cross = lm.cond_proj is not None
     cross_in = _kv("past_key_values", L, H, "cond_seq", Dh, "encoder") if has_cross else []
     ids = IOSpec("input_ids", I64, ("batch", K, "seq"))
+    # beat-conditioned LMs: (beats per frame, beats per bar, beat of step 0) per row
+    beat = [IOSpec("beat", F32, ("batch", 3))] if lm.beat_proj is not None else []
     logits = IOSpec("logits", F32, ("batch", K, "seq", cfg.card))
     specs = []
     if has_cross:
@@ -56,19 +58,19 @@ def lm_specs(lm: LMModel, magnet: bool, ar: bool) -> list[GraphSpec]:
                          IOSpec("encoder_attention_mask", I64, ("batch", "cond_seq"))],
             _kv("present", L, H, "cond_seq", Dh, "encoder"), role="lm"))
     if ar:
-        specs.append(GraphSpec("lm_prefill", [ids, *cross_in],
+        specs.append(GraphSpec("lm_prefill", [ids, *beat, *cross_in],
                                [logits, *_kv("present", L, H, "total_seq", Dh, "decoder")],
                                role="ar"))
         # one step per call: the step graph has no mask branch, so its step axis is static 1
         step_ids = IOSpec("input_ids", I64, ("batch", K, 1))
         specs.append(GraphSpec(
-            "lm_step", [step_ids, *_kv("past_key_values", L, H, "past_seq", Dh, "decoder"),
+            "lm_step", [step_ids, *beat, *_kv("past_key_values", L, H, "past_seq", Dh, "decoder"),
                         *cross_in],
             [IOSpec("logits", F32, ("batch", K, 1, cfg.card)),
              *_kv("present", L, H, "total_seq", Dh, "decoder")], role="ar"))
     if magnet:
         specs.append(GraphSpec(
-            "lm_full", [ids, IOSpec("attn_band", I64, ()), IOSpec("codebook", I64, ()),
+            "lm_full", [ids, IOSpec("attn_band", I64, ()), IOSpec("codebook", I64, ()), *beat,
                         *cross_in],
             [IOSpec("logits", F32, ("batch", "seq", cfg.card))], role="magnet"))
     return specs
@@ -108,6 +110,12 @@ def _flat(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
     return [t for kv in pairs for t in kv]
 
 
+def _split_beat(lm: LMModel, rest: tuple[torch.Tensor, ...]
+                ) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]:
+    """(beat, the remaining inputs): a beat-conditioned LM's graphs take ``beat`` first."""
+    return (rest[0], rest[1:]) if lm.beat_proj is not None else (None, rest)
+
+
 class LMCrossGraph(nn.Module):
     """Text hidden states [B, L, C] + mask [B, L] -> every layer's cross keys/values [B, H, L, Dh]."""
 
@@ -127,10 +135,11 @@ class LMPrefillGraph(nn.Module):
         super().__init__()
         self.lm = lm
 
-    def forward(self, tokens: torch.Tensor, *cross_flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, tokens: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        beat, cross_flat = _split_beat(self.lm, rest)
         cache = ConcatKVCache()
         logits = self.lm(tokens, _pairs(cross_flat) or None, cache=cache, causal=True,
-                         band=torch.tensor(WIDE_BAND))
+                         band=torch.tensor(WIDE_BAND), beat=beat)
         return (logits, *_flat(cache.presents))
 
 
@@ -143,9 +152,11 @@ class LMStepGraph(nn.Module):
         self.lm, self.n_past = lm, 2 * lm.cfg.num_layers
 
     def forward(self, tokens: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        beat, rest = _split_beat(self.lm, rest)
         cache = ConcatKVCache(_pairs(rest[:self.n_past]))
         cross = _pairs(rest[self.n_past:]) or None
-        logits = self.lm(tokens, cross, cache=cache, causal=True, band=torch.tensor(WIDE_BAND))
+        logits = self.lm(tokens, cross, cache=cache, causal=True, band=torch.tensor(WIDE_BAND),
+                         beat=beat)
         return (logits, *_flat(cache.presents))
 
 
@@ -158,10 +169,11 @@ class LMFullGraph(nn.Module):
         self.lm = lm
 
     def forward(self, tokens: torch.Tensor, band: torch.Tensor, codebook: torch.Tensor,
-                *cross_flat: torch.Tensor) -> torch.Tensor:
+                *rest: torch.Tensor) -> torch.Tensor:
+        beat, cross_flat = _split_beat(self.lm, rest)
         # a tensor band keeps the band an input of the graph (a Python int would be a constant)
         logits = self.lm(tokens, _pairs(cross_flat) or None, band=band,
-                         causal=False)  # [B, K, T, card]
+                         causal=False, beat=beat)  # [B, K, T, card]
         return torch.index_select(logits, 1, codebook.reshape(1)).squeeze(1)   # [B, T, card]
 
 

@@ -81,3 +81,44 @@ def test_melody_lms_cannot_take_beat_conditioning():
     with pytest.raises(ValueError, match="beat_harmonics"):
         LMConfig(n_q=4, card=64, dim=32, num_heads=2, num_layers=2, cond_dim=0, chroma_bins=12,
                  prefix_text_dim=32, beat_harmonics=2)
+
+
+@pytest.mark.parametrize("mode", ["magnet", "hybrid"])
+def test_onnx_bundle_of_a_beat_conditioned_model_matches_torch(mode, beat_bundle):
+    torch_model, onnx_model = beat_bundle
+    assert onnx_model.backend.reads_beat and onnx_model.ar_backend.reads_beat
+    out = []
+    for m in (torch_model, onnx_model):
+        m.set_generation_params(duration=2.0, mode=mode, use_sampling=False, bpm=97,
+                                decoding_steps=(3, 2, 2, 2), seed=0)
+        out.append(m.generate(["a loop", "another. bpm: 140"], return_tokens=True)[1])
+    assert torch.equal(out[0], out[1])
+
+
+@pytest.fixture(scope="module")
+def beat_bundle(tmp_path_factory):
+    from engine.backends.onnx_backend import load_bundle
+    from engine.models.magnet import MAGNeT
+    from export.bundle import export_bundle
+
+    torch.manual_seed(0)
+    codec = EncodecModel(debug_codec_config()).eval()
+    model = MAGNeT("beat", codec, _lm(causal=False), debug_text_encoder(dim=CFG.cond_dim),
+                   max_duration=4.0, ar_lm=_lm())
+    out = tmp_path_factory.mktemp("beat") / "bundle"
+    export_bundle(model, out, log=lambda s: None)
+    return model, load_bundle(out, provider="cpu")
+
+
+def test_the_bridge_gives_the_model_the_session_tempo_and_the_prompts_beat():
+    import numpy as np
+
+    from bridge.generation import Settings, generate_audio
+    torch.manual_seed(0)
+    model = MusicGen("beat", EncodecModel(debug_codec_config()).eval(), _lm(),
+                     debug_text_encoder(dim=CFG.cond_dim))
+    settings = Settings(description="loop. bpm: 90", mode="ar", seed=1, temperature=None, top_k=None,
+                        top_p=None, cfg=None, steps=None, channels=1, loudness=-14.0, preset="default")
+    prompt = np.zeros((16000, 1), np.float32)
+    generate_audio(model, settings, 0.2, lambda f: None, prompt, 32000, tempo=(120.0, 3, 13.5))
+    assert (model.bpm, model.beats_per_bar, model.start_beat) == (120.0, 3, 1.5)

@@ -153,10 +153,12 @@ class _Buffer:
 
 @dataclass
 class OnnxContext:
-    """Per-generation state: every layer's cross keys/values as device OrtValues, by input name."""
+    """Per-generation state: every layer's cross keys/values as device OrtValues, by input name,
+    and the rows' tempo for beat-conditioned graphs (zeros: no tempo)."""
 
     cross: dict[str, Any]
     batch: int
+    beat: np.ndarray | None = None
 
 
 class OnnxKVCache:
@@ -200,6 +202,8 @@ class OnnxBackend:
         self.prefill_session = session(lm["graphs"].get("prefill"))
         self.step_session = session(lm["graphs"].get("step"))
         self.full_session = session(lm["graphs"].get("full"))
+        main = self.step_session or self.full_session
+        self.reads_beat = main is not None and "beat" in {i.name for i in main.get_inputs()}
         # what the sessions really run on (onnxruntime's name), reported by /barforge/status
         self.provider: str = self.cross_session.get_providers()[0]
         L = self.num_layers
@@ -227,7 +231,11 @@ class OnnxBackend:
         self.cross_session.run_with_iobinding(binding)
         values = binding.get_outputs()
         cross = {n.replace("present.", "past_key_values.", 1): v for n, v in zip(outputs, values)}
-        return OnnxContext(cross=cross, batch=cond.batch)
+        beat = None
+        if self.reads_beat:   # a row without tempo is zeros, exactly as no beat input in torch
+            beat = (np.zeros((cond.batch, 3), np.float32) if cond.beat is None
+                    else np.ascontiguousarray(_np(cond.beat, np.float32)))
+        return OnnxContext(cross=cross, batch=cond.batch, beat=beat)
 
     def new_cache(self, ctx: OnnxContext, max_steps: int) -> OnnxKVCache:
         """Two preallocated buffers per layer key/value, each for ``max_steps`` steps."""
@@ -260,6 +268,8 @@ class OnnxBackend:
         B, K, S = ids.shape
         binding = session.io_binding()
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(ids))
+        if ctx.beat is not None:
+            binding.bind_cpu_input("beat", ctx.beat)
         src, dst = cache.buffers[cache.current], cache.buffers[1 - cache.current]
         if session is self.step_session:
             for name, buf in zip(self.past_names, src):
@@ -294,6 +304,8 @@ class OnnxBackend:
         binding.bind_cpu_input("input_ids", _np(tokens, np.int64))
         binding.bind_cpu_input("attn_band", np.array(band, dtype=np.int64))
         binding.bind_cpu_input("codebook", np.array(codebook, dtype=np.int64))
+        if ctx.beat is not None:
+            binding.bind_cpu_input("beat", ctx.beat)
         for name, value in ctx.cross.items():
             binding.bind_ortvalue_input(name, value)
         logits = np.empty((B, T, self.card), dtype=np.float32)

@@ -119,7 +119,9 @@ def eval_generate(model_path: str, out: Path, prompts: int, seed: int, bars: int
         while n_bars > 1 and n_bars * bar_s > model.max_duration:
             n_bars -= 1
         duration = n_bars * bar_s
-        params = {"duration": duration, "seed": seed + i}
+        # the session tempo, as the bridge and `generate --bars` give it
+        params = {"duration": duration, "seed": seed + i, "bpm": spec.bpm,
+                  "beats_per_bar": spec.beats_per_bar}
         if mode:
             params["mode"] = mode
         model.set_generation_params(**params)

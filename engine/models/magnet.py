@@ -126,15 +126,17 @@ class MAGNeT(MusicGen):
                    rescore_weight: float = 0.0, hybrid_prefix_s: float | None = None,
                    ar_temperature: float = 1.0, ar_top_k: int = 250,
                    ar_top_p: float = 0.0, ar_cfg_coef: float = 3.0,
-                   extend_stride: float = 18.0, beats_per_bar: int = 4) -> None:
+                   extend_stride: float = 18.0, beats_per_bar: int = 4,
+                   start_beat: float = 0.0) -> None:
         """How the next ``generate*`` calls decode, every parameter explicit (audiocraft's
         MAGNeT names and defaults; :meth:`set_generation_params` fills in the model's own).
 
         ``duration``: seconds in all (default: the model's segment; at most the segment for the
         magnet and hybrid modes). ``mode``: one of ``supported_modes``. ``bpm``: the session
         tempo; the hybrid AR prefix is one bar at it (``hybrid_prefix_s`` overrides; 1.5 s
-        without either), and beat-conditioned LMs read it (with ``beats_per_bar``; without
-        ``bpm``, each caption's ``"bpm: N"``). ``ar_*``: how the AR LM samples in the hybrid and AR modes.
+        without either), and beat-conditioned LMs read it (with ``beats_per_bar`` and
+        ``start_beat``, the beat in the bar of the first frame; without ``bpm``, each
+        caption's ``"bpm: N"``). ``ar_*``: how the AR LM samples in the hybrid and AR modes.
         ``rescore_weight`` > 0 rescoring needs the AR LM. ValueError names a bad parameter.
         """
         if mode not in self.supported_modes:
@@ -165,7 +167,7 @@ class MAGNeT(MusicGen):
         ar = ARParams(duration=duration, temperature=ar_temperature, top_k=ar_top_k,
                       top_p=ar_top_p, cfg_coef=ar_cfg_coef, use_sampling=use_sampling,
                       extend_stride=extend_stride, seed=seed)
-        self._set_tempo(bpm, beats_per_bar)
+        self._set_tempo(bpm, beats_per_bar, start_beat)
         self.mode, self.magnet_params, self.ar_params = mode, magnet, ar
         self.hybrid_prefix_s = float(prefix_s)
         self.generation_params = ar if mode == "ar" else magnet

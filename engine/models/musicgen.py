@@ -8,6 +8,7 @@ take and return what audiocraft's do (audio [B, C, N] at ``sample_rate``; codes 
 from __future__ import annotations
 
 import inspect
+import math
 
 from typing import Any, Callable, Sequence
 
@@ -175,10 +176,10 @@ class MusicGen:
                    top_k: int = 250, top_p: float = 0.0, cfg_coef: float = 3.0,
                    use_sampling: bool = True, extend_stride: float = 18.0,
                    seed: int | None = None, mode: str = "ar", bpm: float | None = None,
-                   beats_per_bar: int = 4) -> None:
-        """The AR sampling parameters, every one explicit (audiocraft's defaults). ``bpm`` /
-        ``beats_per_bar``: the tempo for beat-conditioned LMs (see :meth:`_beat`)."""
-        self._set_tempo(bpm, beats_per_bar)
+                   beats_per_bar: int = 4, start_beat: float = 0.0) -> None:
+        """The AR sampling parameters, every one explicit (audiocraft's defaults). ``bpm``,
+        ``beats_per_bar``, ``start_beat``: the tempo for beat-conditioned LMs (see :meth:`_beat`)."""
+        self._set_tempo(bpm, beats_per_bar, start_beat)
         if mode not in self.supported_modes:
             raise ValueError(f"mode {mode!r} is not supported by {type(self).__name__}; "
                              f"supported: {', '.join(self.supported_modes)}")
@@ -300,24 +301,30 @@ class MusicGen:
                 mask[i] = 0.0
         return hidden.float(), mask
 
-    def _set_tempo(self, bpm: float | None, beats_per_bar: int) -> None:
+    def _set_tempo(self, bpm: float | None, beats_per_bar: int, start_beat: float) -> None:
         if bpm is not None and (isinstance(bpm, bool) or not isinstance(bpm, (int, float))
                                 or not 0 < bpm < 1000):
             raise ValueError(f"bpm must be None or a number in (0, 1000), got {bpm!r}")
         if isinstance(beats_per_bar, bool) or not isinstance(beats_per_bar, int) \
-                or not 1 <= beats_per_bar <= 16:
-            raise ValueError(f"beats_per_bar must be an integer in [1, 16], got {beats_per_bar!r}")
+                or not 1 <= beats_per_bar <= 32:
+            raise ValueError(f"beats_per_bar must be an integer in [1, 32], got {beats_per_bar!r}")
+        if isinstance(start_beat, bool) or not isinstance(start_beat, (int, float)) \
+                or not math.isfinite(start_beat):
+            raise ValueError(f"start_beat must be a finite number of beats, got {start_beat!r}")
+        # only the position in the bar matters; reducing it keeps float32 phases exact
         self.bpm, self.beats_per_bar = bpm, beats_per_bar
+        self.start_beat = float(start_beat) % beats_per_bar
 
     def _beat(self, descriptions: list[str | None]) -> torch.Tensor | None:
-        """[B, 3] tempo rows (beats per frame, beats per bar, 0: the piece starts on a
-        downbeat) at ``bpm``, else at each caption's ``"bpm: N"``; rows without a tempo are 0.
-        None when no row has one. LMs without beat conditioning ignore it."""
+        """[B, 3] tempo rows (beats per frame, beats per bar, ``start_beat``: the beat in the
+        bar of the first frame -- of the prompt, when continuing) at ``bpm``, else at each
+        caption's ``"bpm: N"``; rows without a tempo are 0. None when no row has one. LMs
+        without beat conditioning ignore it."""
         bpms = [self.bpm if self.bpm is not None else caption_bpm(d) for d in descriptions]
         if all(b is None for b in bpms):
             return None
         return torch.tensor([[0.0 if b is None else b / 60.0 / self.frame_rate,
-                              float(self.beats_per_bar), 0.0] for b in bpms])
+                              float(self.beats_per_bar), self.start_beat] for b in bpms])
 
     def _condition_rows(self, text: tuple[torch.Tensor, torch.Tensor] | None,
                         chroma: torch.Tensor | None, cfg: bool,
