@@ -91,8 +91,10 @@ def _prompt_tensor(audio: np.ndarray) -> torch.Tensor:
 
 def generate_audio(model: Any, settings: Settings, seconds: float, progress: Progress,
                    prompt: np.ndarray | None = None, prompt_rate: int | None = None,
-                   tempo: tuple[float, int, float] | None = None) -> np.ndarray:
-    """At least ``seconds`` of new audio [N, C] at the model's rate, after ``prompt`` if given.
+                   tempo: tuple[float, int, float] | None = None) -> tuple[np.ndarray, str]:
+    """(at least ``seconds`` of new audio [N, C] at the model's rate, after ``prompt`` if given;
+    the mode that rendered it -- the model's long-form mode when the clip outgrows a masked
+    mode's segment).
 
     With a prompt ([P, C] at ``prompt_rate``) the result starts with the model's rendering of
     the prompt (as ``generate_continuation`` returns it). Past ``model.max_duration`` the model
@@ -117,6 +119,6 @@ def generate_audio(model: Any, settings: Settings, seconds: float, progress: Pro
     params["mode"] = model.mode_for(params["mode"], duration)
     model.set_generation_params(duration=duration, **params)
     if prompt is None:
-        return _to_numpy(model.generate([settings.description], progress_callback=cb))
+        return _to_numpy(model.generate([settings.description], progress_callback=cb)), params["mode"]
     return _to_numpy(model.generate_continuation(_prompt_tensor(prompt), prompt_rate,
-                                                 [settings.description], progress_callback=cb))
+                                                 [settings.description], progress_callback=cb)), params["mode"]
