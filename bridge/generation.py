@@ -91,10 +91,8 @@ def _prompt_tensor(audio: np.ndarray) -> torch.Tensor:
 
 def generate_audio(model: Any, settings: Settings, seconds: float, progress: Progress,
                    prompt: np.ndarray | None = None, prompt_rate: int | None = None,
-                   tempo: tuple[float, int, float] | None = None) -> tuple[np.ndarray, str]:
-    """(at least ``seconds`` of new audio [N, C] at the model's rate, after ``prompt`` if given;
-    the mode that rendered it -- the model's long-form mode when the clip outgrows a masked
-    mode's segment).
+                   tempo: tuple[float, int, float] | None = None) -> np.ndarray:
+    """At least ``seconds`` of new audio [N, C] at the model's rate, after ``prompt`` if given.
 
     With a prompt ([P, C] at ``prompt_rate``) the result starts with the model's rendering of
     the prompt (as ``generate_continuation`` returns it). Past ``model.max_duration`` the model
@@ -115,10 +113,8 @@ def generate_audio(model: Any, settings: Settings, seconds: float, progress: Pro
     def cb(done: int, total: int) -> None:
         progress(min(1.0, done / max(total, 1)))
 
-    # a clip longer than a masked mode's segment is rendered by the model's long-form mode
-    params["mode"] = model.mode_for(params["mode"], duration)
     model.set_generation_params(duration=duration, **params)
     if prompt is None:
-        return _to_numpy(model.generate([settings.description], progress_callback=cb)), params["mode"]
+        return _to_numpy(model.generate([settings.description], progress_callback=cb))
     return _to_numpy(model.generate_continuation(_prompt_tensor(prompt), prompt_rate,
-                                                 [settings.description], progress_callback=cb)), params["mode"]
+                                                 [settings.description], progress_callback=cb))

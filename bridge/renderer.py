@@ -65,15 +65,14 @@ class Renderer:
         return self._generate(job, settings, progress)
 
     def _finish(self, job: Job, settings: Settings, audio: np.ndarray, start: int, seam: str,
-                start_beat: float, extra: dict[str, Any], mode: str) -> tuple[Published, int]:
+                start_beat: float, extra: dict[str, Any]) -> tuple[Published, int]:
         t = job.transport
         frames = tempo.frames_for_bars(job.request.bars, t.bpm, t.beats_per_bar, t.sample_rate)
         clip, flags = clip_render.cut_clip(audio, start, frames, t.sample_rate, seam)
         clip, loud = clip_render.normalize_loudness(clip, t.sample_rate, settings.loudness)
         job.check_cancel()
         meta = {"job": job.id, "model": self.model_name, "prompt": job.request.prompt,
-                "description": settings.description, "preset": settings.preset, "mode": mode,
-                "mode_requested": settings.mode,
+                "description": settings.description, "preset": settings.preset, "mode": settings.mode,
                 "seed": settings.seed, "temperature": settings.temperature, "top_k": settings.top_k,
                 "top_p": settings.top_p, "cfg": settings.cfg,
                 "steps": list(settings.steps) if settings.steps else None,
@@ -92,11 +91,11 @@ class Renderer:
         frames = tempo.frames_for_bars(job.request.bars, t.bpm, t.beats_per_bar, t.sample_rate)
         clip_s = frames / t.sample_rate
         t0 = time.monotonic()
-        wav, mode = generate_audio(self.model, settings, clip_s + clip_render.SEAM_MARGIN_S, progress,
-                                   tempo=(float(t.bpm), t.beats_per_bar, 0.0))
-        self.speed.record(mode, time.monotonic() - t0, clip_s + clip_render.SEAM_MARGIN_S)
+        wav = generate_audio(self.model, settings, clip_s + clip_render.SEAM_MARGIN_S, progress,
+                             tempo=(float(t.bpm), t.beats_per_bar, 0.0))
+        self.speed.record(settings.mode, time.monotonic() - t0, clip_s + clip_render.SEAM_MARGIN_S)
         audio = self._to_host(wav, settings.channels, t.sample_rate)
-        published, _ = self._finish(job, settings, audio, 0, "start", -1.0, {}, mode)
+        published, _ = self._finish(job, settings, audio, 0, "start", -1.0, {})
         return published
 
     def _continue(self, job: Job, settings: Settings, progress: Any) -> Published:
@@ -118,16 +117,16 @@ class Renderer:
         prompt = clip_render.match_channels(window.audio.astype(np.float32), self.model.audio_channels)
         t0 = time.monotonic()
         prompt_beats = window.audio.shape[0] / capture_rate * float(t.bpm) / 60
-        wav, mode = generate_audio(self.model, settings, p.new_s, progress, prompt, capture_rate,
-                                   tempo=(float(t.bpm), t.beats_per_bar, window.beat_at_end - prompt_beats))
-        self.speed.record(mode, time.monotonic() - t0, p.new_s)
+        wav = generate_audio(self.model, settings, p.new_s, progress, prompt, capture_rate,
+                             tempo=(float(t.bpm), t.beats_per_bar, window.beat_at_end - prompt_beats))
+        self.speed.record(settings.mode, time.monotonic() - t0, p.new_s)
         audio = self._to_host(wav, settings.channels, t.sample_rate)
         prompt_end_s = Fraction(window.audio.shape[0], capture_rate)
         start = continuation.clip_start_frame(prompt_end_s, p.gap_s, t.sample_rate)
         extra = {"capture_end_frame": int(window.end_frame), "capture_beat_at_end": window.beat_at_end,
                  "capture_sample_rate": capture_rate, "prompt_frames": int(window.audio.shape[0]),
                  "clip_start_in_generated": start, "skipped_next_bar": p.skipped_bar}
-        published, _ = self._finish(job, settings, audio, start, "end", float(p.start_beat), extra, mode)
+        published, _ = self._finish(job, settings, audio, start, "end", float(p.start_beat), extra)
         beat_now = self._beat_now(window.end_frame, window.beat_at_end, read_at, t.bpm)
         left = continuation.bar_fraction_left(p.start_beat, beat_now, t.beats_per_bar)
         return Published(**{**published.__dict__, "bar_fraction_left": left})

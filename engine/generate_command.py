@@ -110,15 +110,6 @@ def _set_params(model: Any, args: argparse.Namespace, duration: float) -> None:
             params[name] = value
     if getattr(args, "bars", None) is not None:   # the tempo, for beat-conditioned models
         params.update(bpm=args.bpm, beats_per_bar=args.beats_per_bar)
-    mode = params.get("mode", model.supported_modes[0])
-    chosen = model.mode_for(mode, duration)
-    if chosen != mode:
-        if "mode" in params:  # asked for explicitly: say why it cannot be honoured
-            raise ValueError(f"--mode {mode} renders at most {model.max_duration} s in one "
-                             f"segment; {duration:.2f} s needs --mode {chosen}")
-        print(f"barforge {args.command}: {duration:.2f} s is longer than the {mode} segment "
-              f"({model.max_duration} s): rendering with mode {chosen}", file=sys.stderr)
-    params["mode"] = chosen
     model.set_generation_params(**params)
 
 

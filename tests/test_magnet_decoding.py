@@ -283,8 +283,6 @@ def test_continuation_keeps_the_prompt_frames(debug_model):
 def test_model_refuses_bad_generation_params(debug_model):
     with pytest.raises(ValueError, match="mode"):
         debug_model.set_generation_params(mode="diffusion")
-    with pytest.raises(ValueError, match="segment"):
-        debug_model.set_generation_params(duration=12.0)
     with pytest.raises(ValueError, match="decoding_steps"):
         debug_model.set_generation_params(decoding_steps=(10, 10))
     with pytest.raises(ValueError, match="span_arrangement"):
@@ -414,12 +412,26 @@ def _musicgen_beside(magnet: MAGNeT):
     return MusicGen("ar", magnet.compression_model, lm, magnet.text_encoder, max_duration=30.0)
 
 
-def test_clip_longer_than_the_segment_is_rendered_by_the_ar_lm():
+def test_masked_modes_render_past_one_segment_in_overlapping_windows():
     from engine.models.magnet import debug_magnet
-    model = debug_magnet()
-    assert model.mode_for("magnet", model.max_duration + 0.5) == "ar"
-    assert model.mode_for("hybrid", model.max_duration + 0.5) == "ar"
-    assert model.mode_for("magnet", model.max_duration) == "magnet"
+    model = debug_magnet()                         # 10-s segment = 500 frames, windows step 6 s
+    seen = []
+    model.set_generation_params(duration=12.0, mode="magnet", decoding_steps=(2, 1, 1, 1), seed=4)
+    long = model.generate(["x"], return_tokens=True, progress_callback=lambda d, t: seen.append((d, t)))[1]
+    assert long.shape == (1, 4, 600)
+    assert seen[-1] == (10, 10) and [d for d, _ in seen] == list(range(1, 11))   # 2 windows x 5 passes
+    model.set_generation_params(duration=10.0, mode="magnet", decoding_steps=(2, 1, 1, 1), seed=4)
+    first = model.generate(["x"], return_tokens=True)[1]
+    assert torch.equal(long[..., :498], first[..., :498])            # window 1 is the one segment
+    model.set_generation_params(duration=12.0, mode="hybrid", decoding_steps=(2, 1, 1, 1), seed=4)
+    assert model.generate(["x"], return_tokens=True)[1].shape == (1, 4, 600)
+    prompt = torch.randn(1, 1, 32000 * 9)           # longer than the 4-s overlap: context is its tail
+    model.set_generation_params(duration=15.0, mode="magnet", decoding_steps=(2, 1, 1, 1), seed=4)
+    prompt_codes = model.compression_model.encode(prompt)
+    cont = model.generate_continuation(prompt, 32000, ["x"], return_tokens=True)[1]
+    assert cont.shape == (1, 4, 750) and torch.equal(cont[..., :450], prompt_codes)
+    with pytest.raises(ValueError, match="one segment"):
+        model.set_generation_params(duration=12.0, mode="magnet", rescore_weight=0.5)
 
 
 def test_hybrid_clip_shorter_than_the_default_prefix_takes_half_of_it_autoregressively():

@@ -15,7 +15,7 @@ import torch
 from engine.backends.base import ConditionTensors, StepBackend
 from engine.decoding.ar import ProgressCallback, generate_ar
 from engine.decoding.delay_pattern import DelayPattern
-from engine.decoding.magnet import ARRescorer, generate_magnet, segment_frames
+from engine.decoding.magnet import ARRescorer, generate_magnet_windows, segment_frames
 from engine.decoding.magnet_params import MagnetParams
 from engine.decoding.params import ARParams
 
@@ -40,13 +40,16 @@ def generate_hybrid(ar_backend: StepBackend, magnet_backend: StepBackend, cond: 
                     ar_stride_frames: int, attn_band: int | None,
                     prompt: torch.Tensor | None = None, rescorer: ARRescorer | None = None,
                     progress_callback: ProgressCallback | None = None,
-                    pattern: DelayPattern | None = None) -> torch.Tensor:
+                    pattern: DelayPattern | None = None, magnet_window_frames: int | None = None,
+                    magnet_stride_frames: int = 0) -> torch.Tensor:
     """Codes [B, K, T] (T = ``n_frames`` trimmed to whole spans): AR prefix, MAGNeT rest.
 
     ``cond``: the [cond; null] rows (2B when ``cfg``) both LMs are conditioned on (each
     projects them itself). ``prefix_frames`` is cut to leave at least one span to MAGNeT.
     ``progress_callback(done, total)`` counts the AR steps then the MAGNeT steps as one run.
-    ``pattern``: the AR LM's delays (default MusicGen mono).
+    ``pattern``: the AR LM's delays (default MusicGen mono). ``magnet_window_frames`` /
+    ``magnet_stride_frames``: MAGNeT's segment and window stride past one segment (None: the
+    whole piece is one segment).
     """
     if ar_backend.n_q != magnet_backend.n_q or ar_backend.card != magnet_backend.card:
         raise ValueError(f"the AR LM ({ar_backend.n_q} x {ar_backend.card}) and the MAGNeT LM "
@@ -74,6 +77,7 @@ def generate_hybrid(ar_backend: StepBackend, magnet_backend: StepBackend, cond: 
                              total_frames=prefix_frames, window_frames=ar_window_frames,
                              stride_frames=ar_stride_frames, prompt=prompt,
                              progress_callback=ar_progress, pattern=pattern)  # [B, K, P]
-    return generate_magnet(magnet_backend, cond, magnet_params, batch=batch, cfg=cfg, n_frames=T,
-                           attn_band=attn_band, prompt=prompt, rescorer=rescorer,
-                           progress_callback=magnet_progress)
+    return generate_magnet_windows(
+        magnet_backend, cond, magnet_params, batch=batch, cfg=cfg, n_frames=T,
+        window_frames=magnet_window_frames or T, stride_frames=magnet_stride_frames,
+        attn_band=attn_band, prompt=prompt, rescorer=rescorer, progress_callback=magnet_progress)

@@ -17,7 +17,7 @@ Shape letters: B batch, K codebooks, T frames, M masked positions, card codebook
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -231,3 +231,62 @@ def generate_magnet(backend: StepBackend, cond: ConditionTensors, params: Magnet
         decoder.decode_stage(codes, stage, n_steps, prompt_frames)
     assert not bool((codes == backend.special_token_id).any()), "a masked position was left"
     return codes
+
+
+def generate_magnet_windows(backend: StepBackend, cond: ConditionTensors, params: MagnetParams, *,
+                            batch: int, cfg: bool, n_frames: int, window_frames: int,
+                            stride_frames: int, attn_band: int | None = DEFAULT_ATTN_BAND,
+                            prompt: torch.Tensor | None = None, rescorer: ARRescorer | None = None,
+                            progress_callback: ProgressCallback | None = None) -> torch.Tensor:
+    """Codes [B, K, T] (T = ``n_frames`` trimmed to whole spans) of any length: one
+    :func:`generate_magnet` segment when T fits ``window_frames``, else MusicGen's extend scheme
+    on the masked loop. Each next window starts ``stride_frames`` after the previous one and
+    keeps its last ``window - stride`` frames as a frozen prompt (with the beat phase moved on
+    and the seed advanced, so windows do not repeat each other's draws). A ``prompt`` longer
+    than that overlap is context only through its last overlap frames; the result still starts
+    with all of it. Rescoring is per segment: it is refused past one window.
+    """
+    span = params.span_len
+    T = segment_frames(n_frames, span)
+    W = segment_frames(window_frames, span)
+    if T <= W:
+        return generate_magnet(backend, cond, params, batch=batch, cfg=cfg, n_frames=T,
+                               attn_band=attn_band, prompt=prompt, rescorer=rescorer,
+                               progress_callback=progress_callback)
+    if not 0 < stride_frames < W:
+        raise ValueError(f"the window stride ({stride_frames} frames) must be > 0 and shorter "
+                         f"than the segment ({W} frames)")
+    if rescorer is not None:
+        raise ValueError("AR rescoring works within one segment: ask for at most "
+                         f"{W} frames, or rescore_weight=0")
+    overlap = W - stride_frames
+    prompt_frames = 0 if prompt is None else prompt.shape[-1]
+    if prompt_frames >= T:
+        raise ValueError(f"the prompt ({prompt_frames} frames) must be shorter than the piece "
+                         f"({T} frames)")
+    length, windows = (prompt_frames, 0) if prompt_frames > overlap else (W, 1)
+    while length < T:
+        length, windows = length + stride_frames, windows + 1
+    total, done = windows * params.total_steps, 0
+
+    def progress(step: int, _: int) -> None:
+        if progress_callback is not None:
+            progress_callback(done + step, total)
+
+    if prompt_frames > overlap:
+        codes = prompt.long().cpu()
+    else:
+        codes = generate_magnet(backend, cond, params, batch=batch, cfg=cfg, n_frames=W,
+                                attn_band=attn_band, prompt=prompt, progress_callback=progress)
+        done += params.total_steps
+    index = 1
+    while codes.shape[-1] < T:
+        start = codes.shape[-1] - overlap
+        seed = None if params.seed is None else params.seed + index
+        window = generate_magnet(backend, cond.at_frame(start), replace(params, seed=seed),
+                                 batch=batch, cfg=cfg, n_frames=W, attn_band=attn_band,
+                                 prompt=codes[..., start:], progress_callback=progress)
+        codes = torch.cat([codes, window[..., overlap:]], dim=-1)
+        done += params.total_steps
+        index += 1
+    return codes[..., :T]

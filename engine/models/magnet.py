@@ -4,8 +4,10 @@ Modes (``set_generation_params(mode=...)``): ``"magnet"`` (engine/decoding/magne
 non-causal LM), ``"hybrid"`` (an AR prefix by the AR LM, then MAGNeT; engine/decoding/hybrid.py)
 and ``"ar"`` (the AR LM alone, exactly as MusicGen decodes). The last two need an AR LM: the
 checkpoint's own (``ar_lm``) or one given to ``get_pretrained(path, ar_model=...)``; it must use
-the same codec and text encoder. Everything else (text conditioning, continuation, audio
-decoding, progress, cancellation) is MusicGen's.
+the same codec and text encoder. Every mode renders any length: past one segment the masked
+modes decode overlapping windows (engine/decoding/magnet.py ``generate_magnet_windows``), the
+AR LM its own windows. Everything else (text conditioning, continuation, audio decoding,
+progress, cancellation) is MusicGen's.
 """
 from __future__ import annotations
 
@@ -16,12 +18,13 @@ import torch
 from engine.backends.base import StepBackend
 from engine.decoding.ar import ProgressCallback, generate_ar
 from engine.decoding.hybrid import default_prefix_seconds, generate_hybrid
-from engine.decoding.magnet import DEFAULT_ATTN_BAND, ARRescorer, generate_magnet
+from engine.decoding.magnet import DEFAULT_ATTN_BAND, ARRescorer, generate_magnet_windows
 from engine.decoding.magnet_params import MagnetParams
 from engine.decoding.params import ARParams
 from engine.models.musicgen import MusicGen, TextEncoder, _Progress
 
 MODES = ("magnet", "hybrid", "ar")
+WINDOW_STRIDE = 0.6  # masked windows past one segment advance by this share of it (by default)
 DEFAULT_AR_MAX_DURATION = 30.0
 
 
@@ -106,13 +109,6 @@ class MAGNeT(MusicGen):
     def supported_modes(self) -> tuple[str, ...]:  # type: ignore[override]
         return MODES if self.ar_backend is not None else ("magnet",)
 
-    def mode_for(self, mode: str, duration: float) -> str:
-        """``mode``, or ``"ar"`` when a masked mode cannot render ``duration`` in one segment
-        and the AR LM (which renders long form in windows) is there to take over."""
-        if mode != "ar" and duration > self.max_duration and "ar" in self.supported_modes:
-            return "ar"
-        return mode
-
     # ------------------------------------------------------------------ parameters
 
     def _configure(self, duration: float | None = None,
@@ -131,8 +127,10 @@ class MAGNeT(MusicGen):
         """How the next ``generate*`` calls decode, every parameter explicit (audiocraft's
         MAGNeT names and defaults; :meth:`set_generation_params` fills in the model's own).
 
-        ``duration``: seconds in all (default: the model's segment; at most the segment for the
-        magnet and hybrid modes). ``mode``: one of ``supported_modes``. ``bpm``: the session
+        ``duration``: seconds in all (default: the model's segment; longer pieces are decoded
+        in windows that advance by ``extend_stride`` -- for the masked modes, by 60 % of the
+        segment when ``extend_stride`` is not shorter than it). ``mode``: one of
+        ``supported_modes``. ``bpm``: the session
         tempo; the hybrid AR prefix is one bar at it (``hybrid_prefix_s`` overrides; 1.5 s
         without either), and beat-conditioned LMs read it (with ``beats_per_bar`` and
         ``start_beat``, the beat in the bar of the first frame; without ``bpm``, each
@@ -144,11 +142,12 @@ class MAGNeT(MusicGen):
                              f"{', '.join(self.supported_modes)} (hybrid and ar need an AR LM: "
                              "get_pretrained(path, ar_model=...))")
         duration = self.max_duration if duration is None else duration
-        if mode != "ar" and isinstance(duration, (int, float)) and duration > self.max_duration:
-            raise ValueError(f"duration {duration} s is longer than the MAGNeT segment "
-                             f"({self.max_duration} s)")
         if rescore_weight and self.ar_backend is None:
             raise ValueError("rescore_weight > 0 needs an AR LM: get_pretrained(path, ar_model=...)")
+        if rescore_weight and mode != "ar" and isinstance(duration, (int, float)) \
+                and duration > self.max_duration:
+            raise ValueError(f"rescore_weight > 0 works within one segment: duration {duration} s "
+                             f"is longer than the MAGNeT segment ({self.max_duration} s)")
         if len(tuple(decoding_steps)) != self.backend.n_q:
             raise ValueError(f"decoding_steps needs {self.backend.n_q} entries (one per codebook), "
                              f"got {list(decoding_steps)!r}")
@@ -169,6 +168,8 @@ class MAGNeT(MusicGen):
                       extend_stride=extend_stride, seed=seed)
         self._set_tempo(bpm, beats_per_bar, start_beat)
         self.mode, self.magnet_params, self.ar_params = mode, magnet, ar
+        self.magnet_stride_s = (extend_stride if extend_stride < self.max_duration
+                                else WINDOW_STRIDE * self.max_duration)
         self.hybrid_prefix_s = float(prefix_s)
         self.generation_params = ar if mode == "ar" else magnet
 
@@ -196,10 +197,13 @@ class MAGNeT(MusicGen):
                 assert self.ar_backend is not None
                 rescorer = ARRescorer(self.ar_backend, rows, batch=B, cfg=cfg,
                                       cfg_coef=self.ar_params.cfg_coef, pattern=self.pattern)
+            window = int(self.max_duration * self.frame_rate)
+            stride = int(self.magnet_stride_s * self.frame_rate)
             if self.mode == "magnet":
-                return generate_magnet(self.backend, rows, p, batch=B, cfg=cfg, n_frames=total,
-                                       attn_band=self.attn_band, prompt=prompt,
-                                       rescorer=rescorer, progress_callback=bar)
+                return generate_magnet_windows(
+                    self.backend, rows, p, batch=B, cfg=cfg, n_frames=total, window_frames=window,
+                    stride_frames=stride, attn_band=self.attn_band, prompt=prompt,
+                    rescorer=rescorer, progress_callback=bar)
             assert self.ar_backend is not None
             return generate_hybrid(
                 self.ar_backend, self.backend, rows, self.ar_params, p, batch=B, cfg=cfg,
@@ -207,7 +211,8 @@ class MAGNeT(MusicGen):
                 ar_window_frames=int(self.ar_max_duration * self.frame_rate),
                 ar_stride_frames=int(self.ar_params.extend_stride * self.frame_rate),
                 attn_band=self.attn_band, prompt=prompt, rescorer=rescorer,
-                progress_callback=bar, pattern=self.pattern)
+                progress_callback=bar, pattern=self.pattern, magnet_window_frames=window,
+                magnet_stride_frames=stride)
         finally:
             bar.close()
 

@@ -155,11 +155,6 @@ class MusicGen:
             return next(self.lm.parameters()).device
         return torch.device("cpu")
 
-    def mode_for(self, mode: str, duration: float) -> str:
-        """The mode to render ``duration`` seconds in, given the preferred ``mode``: every mode
-        of MusicGen renders any duration (long form in windows)."""
-        return mode
-
     def set_generation_params(self, **params: Any) -> None:
         """Set how the next ``generate*`` calls sample: the keywords of :meth:`_configure`
         (audiocraft's names, plus ``seed`` and ``mode``). A keyword left out takes the model's
