@@ -2,7 +2,7 @@
 
 int8: weights of MatMul/Gather become int8 with per-channel scales, activations are quantized
 on the fly (``quantize_dynamic``); only the transformer graphs (LM, text encoder) are
-quantized, the codec's convolutions and LSTM stay fp32 (ConvInteger is slower than fp32 conv on
+quantized, and in them not the LM's output heads (``FP32_NODES``), the codec's convolutions and LSTM stay fp32 (ConvInteger is slower than fp32 conv on
 CPU and the codec is a small share of the time). fp16: onnxruntime's own float16 converter
 (``onnxruntime.transformers.float16``, shipped in the onnxruntime wheel: no extra package),
 with graph inputs/outputs kept fp32 so the runtime's I/O does not change and LayerNorm /
@@ -17,8 +17,14 @@ from pathlib import Path
 
 import onnx
 
-def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantization of ``src`` into ``dst`` (per-channel MatMul weights)."""
+# The LM's output heads (``linears.k``) write the logits every token is sampled from: int8
+# there costs the most agreement for the least time (one MatMul per codebook per step).
+FP32_NODES = ("/linears.",)
+
+
+def quantize_int8(src: Path, dst: Path, keep_fp32: tuple[str, ...] = FP32_NODES) -> None:
+    """Dynamic int8 quantization of ``src`` into ``dst`` (per-channel MatMul weights); nodes
+    whose name contains one of ``keep_fp32`` stay fp32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -29,8 +35,10 @@ def quantize_int8(src: Path, dst: Path) -> None:
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         except Exception:  # noqa: BLE001 - pre-processing is an optimisation, not required
             shutil.copyfile(src, pre)
+        keep = [n.name for n in onnx.load(str(pre)).graph.node
+                if any(part in n.name for part in keep_fp32)]
         quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul", "Gather"])
+                         op_types_to_quantize=["MatMul", "Gather"], nodes_to_exclude=keep)
 
 
 def convert_fp16(src: Path, dst: Path) -> None:

@@ -23,8 +23,11 @@ def test_int8_variant_runs_on_cpu_with_measured_accuracy(musicgen, tmp_path):
     export_bundle(musicgen, int8_dir, quantize="int8", log=lambda s: None)
     m = read_manifest(int8_dir)
     assert m["quantize"] == "int8"
-    ops = {n.op_type for n in onnx.load(str(int8_dir / "lm_step.onnx")).graph.node}
+    nodes = onnx.load(str(int8_dir / "lm_step.onnx")).graph.node
+    ops = {n.op_type for n in nodes}
     assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
+    heads = [n for n in nodes if "/linears." in n.name]                  # the output heads stay fp32
+    assert heads and all(n.op_type == "MatMul" for n in heads)
     assert (int8_dir / "lm_step.onnx").stat().st_size < (fp32_dir / "lm_step.onnx").stat().st_size
 
     # logit error of one step through each backend, relative to the logits' scale
