@@ -1,0 +1,104 @@
+"""int8 vs fp32 greedy agreement of a trained AR LM on real token sequences, through onnxruntime.
+
+The fp32 ``lm_prefill`` graph of an exported bundle is quantized twice with onnxruntime's
+dynamic quantizer (export/quantize.py): every MatMul/Gather int8, and int8 except the output
+heads (the shipped default). Sequences: the torch model's own AR generations for ``--prompts``
+held-out captions (delay pattern, as the LM reads them). Agreement = the share of positions where
+the int8 graph's argmax equals fp32's, teacher-forced on the same sequence (a free-running run
+parts at the first differing token and measures nothing after it)::
+
+    PYTHONPATH=. python3 bench/bench_int8_agreement.py --model default
+
+Results are appended to bench/RESULTS_onnx.md (``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench._common import append_results  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--bundle", default="/tmp/barforge-default-bundle")
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS_onnx.md"))
+    args = ap.parse_args()
+    import onnxruntime as ort
+    import torch
+
+    from engine.backends.onnx_manifest import read_manifest
+    from engine.data.synth import sample_spec
+    from engine.conditioners.text import describe
+    from engine.models.pretrained import load_model
+    from export.quantize import quantize_int8
+
+    if not (Path(args.bundle) / "manifest.json").is_file():
+        subprocess.run([sys.executable, "-m", "engine.cli", "export", "--model", args.model,
+                        "--out", args.bundle], check=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    model = load_model(args.model)
+    manifest = read_manifest(Path(args.bundle))
+    ar = "ar" if "ar" in manifest["lms"] else "magnet"
+    graphs = manifest["lms"][ar]["graphs"]
+    prefill = Path(args.bundle) / manifest["graphs"][graphs["prefill"]]["file"]
+    cross = Path(args.bundle) / manifest["graphs"][graphs["cross"]]["file"]
+    captions = [describe(s.description, s.bpm, s.key) for s in (sample_spec(999_999, i) for i in range(args.prompts))]
+    model.set_generation_params(duration=args.seconds, mode="ar", seed=0, use_sampling=True)
+    codes = model.generate(captions, return_tokens=True)[1]                       # [B, K, T]
+    special = model.ar_backend.special_token_id if hasattr(model, "ar_backend") else model.backend.special_token_id
+    full = model.pattern.build(codes, special).numpy()                             # [B, K, T + K]
+    seq, real = full[..., :-1], full[..., 1:] != special   # inputs; positions predicting real tokens
+    hidden, mask = model.text_encoder.encode(captions)
+    beat = model._beat(captions)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    x = ort.InferenceSession(str(cross), opts, providers=["CPUExecutionProvider"])
+    kv = x.run(None, {"encoder_hidden_states": hidden.float().numpy(),
+                      "encoder_attention_mask": mask.long().numpy()})
+    feeds = {o.name.replace("present.", "past_key_values.", 1): v for o, v in zip(x.get_outputs(), kv)}
+    feeds["input_ids"] = seq.astype(np.int64)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        variants = {"fp32": prefill}
+        for name, keep in (("int8 (all MatMul)", ()), ("int8, fp32 heads (shipped)", None)):
+            dst = Path(tmp) / f"{len(variants)}.onnx"
+            quantize_int8(prefill, dst) if keep is None else quantize_int8(prefill, dst, keep_fp32=keep)
+            variants[name] = dst
+        for name, path in variants.items():
+            s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            inputs = {i.name for i in s.get_inputs()}
+            run = {k: v for k, v in feeds.items() if k in inputs}
+            if "beat" in inputs:
+                run["beat"] = (beat if beat is not None else torch.zeros(len(captions), 3)).numpy()
+            t = time.perf_counter()
+            logits = s.run(["logits"], run)[0]
+            results[name] = (logits.argmax(-1), time.perf_counter() - t, path.stat().st_size)
+    ref = results["fp32"][0]
+    lines = [f"\n## bench_int8_agreement.py ({time.strftime('%Y-%m-%d %H:%M')}), model `{args.model}`\n\n"
+             f"{args.prompts} held-out captions x {args.seconds} s, the torch model's AR generations "
+             f"({int(real.sum())} real-token positions), teacher-forced through `lm_prefill`:\n\n"
+             "| graph | greedy agreement with fp32 | prefill time (s) | size (MB) |\n|---|---|---|---|\n"]
+    for name, (argmax, secs, size) in results.items():
+        agree = float((argmax == ref)[real].mean())
+        lines.append(f"| {name} | {agree:.3f} | {secs:.2f} | {size / 1e6:.1f} |\n")
+    lines.append(f"\nPeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB.\n")
+    append_results(Path(args.out), "ONNX export and onnxruntime", "".join(lines))
+
+
+if __name__ == "__main__":
+    main()
