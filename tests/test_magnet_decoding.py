@@ -432,6 +432,10 @@ def test_masked_modes_render_past_one_segment_in_overlapping_windows():
     assert cont.shape == (1, 4, 750) and torch.equal(cont[..., :450], prompt_codes)
     with pytest.raises(ValueError, match="one segment"):
         model.set_generation_params(duration=12.0, mode="magnet", rescore_weight=0.5)
+    model.ar_max_duration = 4.0                     # an AR LM trained on short segments: windows
+    model.set_generation_params(duration=9.0, mode="ar", seed=4)
+    assert model.ar_stride_s == pytest.approx(2.4)
+    assert model.generate(["x"], return_tokens=True)[1].shape == (1, 4, 450)
 
 
 def test_hybrid_clip_shorter_than_the_default_prefix_takes_half_of_it_autoregressively():

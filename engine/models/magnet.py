@@ -24,7 +24,13 @@ from engine.decoding.params import ARParams
 from engine.models.musicgen import MusicGen, TextEncoder, _Progress
 
 MODES = ("magnet", "hybrid", "ar")
-WINDOW_STRIDE = 0.6  # masked windows past one segment advance by this share of it (by default)
+WINDOW_STRIDE = 0.6  # windows past one segment advance by this share of it (by default)
+
+
+def window_stride(extend_stride: float, window_s: float) -> float:
+    """Seconds a window advances by: ``extend_stride`` when shorter than the window, else
+    ``WINDOW_STRIDE`` of it (audiocraft's 18 s default assumes a 30-s window)."""
+    return extend_stride if extend_stride < window_s else WINDOW_STRIDE * window_s
 DEFAULT_AR_MAX_DURATION = 30.0
 
 
@@ -128,8 +134,8 @@ class MAGNeT(MusicGen):
         MAGNeT names and defaults; :meth:`set_generation_params` fills in the model's own).
 
         ``duration``: seconds in all (default: the model's segment; longer pieces are decoded
-        in windows that advance by ``extend_stride`` -- for the masked modes, by 60 % of the
-        segment when ``extend_stride`` is not shorter than it). ``mode``: one of
+        in windows that advance by ``extend_stride``, or by 60 % of the window (MAGNeT's
+        segment, the AR LM's ``ar_max_duration``) when ``extend_stride`` is not shorter). ``mode``: one of
         ``supported_modes``. ``bpm``: the session
         tempo; the hybrid AR prefix is one bar at it (``hybrid_prefix_s`` overrides; 1.5 s
         without either), and beat-conditioned LMs read it (with ``beats_per_bar`` and
@@ -168,8 +174,8 @@ class MAGNeT(MusicGen):
                       extend_stride=extend_stride, seed=seed)
         self._set_tempo(bpm, beats_per_bar, start_beat)
         self.mode, self.magnet_params, self.ar_params = mode, magnet, ar
-        self.magnet_stride_s = (extend_stride if extend_stride < self.max_duration
-                                else WINDOW_STRIDE * self.max_duration)
+        self.magnet_stride_s = window_stride(extend_stride, self.max_duration)
+        self.ar_stride_s = window_stride(extend_stride, self.ar_max_duration)
         self.hybrid_prefix_s = float(prefix_s)
         self.generation_params = ar if mode == "ar" else magnet
 
@@ -209,7 +215,7 @@ class MAGNeT(MusicGen):
                 self.ar_backend, self.backend, rows, self.ar_params, p, batch=B, cfg=cfg,
                 n_frames=total, prefix_frames=self.hybrid_prefix_frames,
                 ar_window_frames=int(self.ar_max_duration * self.frame_rate),
-                ar_stride_frames=int(self.ar_params.extend_stride * self.frame_rate),
+                ar_stride_frames=int(self.ar_stride_s * self.frame_rate),
                 attn_band=self.attn_band, prompt=prompt, rescorer=rescorer,
                 progress_callback=bar, pattern=self.pattern, magnet_window_frames=window,
                 magnet_stride_frames=stride)
@@ -232,7 +238,7 @@ class MAGNeT(MusicGen):
         return generate_ar(self.ar_backend, rows.at_frame, p, batch=batch, cfg=cfg,
                            total_frames=int(p.duration * self.frame_rate),
                            window_frames=int(self.ar_max_duration * self.frame_rate),
-                           stride_frames=int(p.extend_stride * self.frame_rate), prompt=prompt,
+                           stride_frames=int(self.ar_stride_s * self.frame_rate), prompt=prompt,
                            progress_callback=bar, pattern=self.pattern)
 
 
