@@ -99,10 +99,10 @@ class Renderer:
         t = job.transport
         frames = tempo.frames_for_bars(job.request.bars, t.bpm, t.beats_per_bar, t.sample_rate)
         clip_s = frames / t.sample_rate
-        # not fed to the speed estimate: that one predicts continuations, which cost more per
-        # second (a prompt to encode and attend to)
+        t0 = time.monotonic()
         wav = generate_audio(self.model, settings, clip_s + clip_render.SEAM_MARGIN_S, progress,
                              tempo=(float(t.bpm), t.beats_per_bar, 0.0))
+        self.speed.record(settings.mode, time.monotonic() - t0, clip_s + clip_render.SEAM_MARGIN_S)
         audio = self._to_host(wav, settings.channels, t.sample_rate)
         published, _ = self._finish(job, settings, audio, 0, "start", -1.0, {})
         return published
