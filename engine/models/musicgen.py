@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import math
-
 from typing import Any, Callable, Sequence
 
 import numpy as np
