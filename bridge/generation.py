@@ -106,7 +106,7 @@ def generate_audio(model: Any, settings: Settings, seconds: float, progress: Pro
     duration = prompt_s + seconds + 2 * frame_s
     params = settings.model_params()
     if tempo is not None:
-        params.update(bpm=tempo[0], beats_per_bar=tempo[1], start_beat=tempo[2] % tempo[1])
+        params.update(bpm=tempo[0], beats_per_bar=tempo[1], start_beat=tempo[2])
     if duration > model.max_duration:
         params["extend_stride"] = EXTEND_STRIDE * model.max_duration
 

@@ -52,8 +52,7 @@ class Renderer:
 
     def warm_up(self, seconds: float = 2.0) -> None:
         """Time a continuation of ``seconds`` after a live-sized prompt in every supported mode,
-        as a live continue runs it (a 1-s generation made AR look fastest, and the first live
-        continuation, in AR, arrived late); the continuation planner picks the fastest mode."""
+        as a live continue runs it; the continuation planner picks the fastest mode from these."""
         rate = int(self.model.sample_rate)
         prompt = 0.01 * torch.randn(1, int(self.model.audio_channels),
                                     int(rate * continuation.PROMPT_SECONDS),

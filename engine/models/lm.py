@@ -109,6 +109,9 @@ class LMModel(nn.Module):
         self.chroma_proj = nn.Linear(cfg.chroma_bins, cfg.dim) if cfg.chroma_bins else None
         self.beat_proj = (nn.Linear(2 * (cfg.beat_harmonics + BAR_HARMONICS), cfg.dim, bias=False)
                           if cfg.beat_harmonics else None)
+        # harmonic numbers, made once (not per decoding step); not part of the checkpoint
+        self.register_buffer("beat_h", torch.arange(1.0, cfg.beat_harmonics + 1), persistent=False)
+        self.register_buffer("bar_h", torch.arange(1.0, BAR_HARMONICS + 1), persistent=False)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -168,10 +171,8 @@ class LMModel(nn.Module):
         beats = beat[:, 2:] + pos[None, :] * beat[:, :1]                              # [B, S]
         bars = beats / beat[:, 1:2].clamp(min=1.0)
         # fractional phases first: sin(2 pi h x) only needs x mod 1, and float32 keeps it exact
-        beat_h = torch.arange(1, self.cfg.beat_harmonics + 1, device=beat.device, dtype=torch.float32)
-        bar_h = torch.arange(1, BAR_HARMONICS + 1, device=beat.device, dtype=torch.float32)
-        angles = 2 * math.pi * torch.cat([(beats - beats.floor())[..., None] * beat_h,
-                                          (bars - bars.floor())[..., None] * bar_h], dim=-1)
+        angles = 2 * math.pi * torch.cat([(beats - beats.floor())[..., None] * self.beat_h.float(),
+                                          (bars - bars.floor())[..., None] * self.bar_h.float()], dim=-1)
         feats = torch.cat([angles.sin(), angles.cos()], dim=-1)                       # [B, S, F]
         feats = feats * (beat[:, :1] > 0).to(feats.dtype)[..., None]
         return self.beat_proj(feats.to(self.dtype))
