@@ -76,6 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--bpm", type=float, help="tempo in beats per minute (with --bars); "
                                               "'bpm: N' is added to the prompt")
     gen.add_argument("--beats-per-bar", type=int, default=4, help="meter numerator (default 4)")
+    gen.add_argument("--key", default=None, help="musical key, e.g. 'C minor' or 'F# major'; "
+                                                "'key: c minor' is added to the prompt")
     _add_sampling_options(gen)
     gen.set_defaults(func=run_generate)
 
@@ -141,10 +143,16 @@ def _to_numpy(wav: torch.Tensor) -> np.ndarray:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from engine.conditioners.key import key_index
     from engine.conditioners.text import describe
     if args.sample_rate is not None:
         _in_range("--sample-rate", args.sample_rate, 8000, 192000)
-    description, exact = args.prompt, None
+    description, exact, bpm_pair = args.prompt, None, None
+    if args.key is not None:
+        parts = args.key.split()
+        if len(parts) != 2:
+            raise ValueError(f"--key must be a tonic and a mode such as 'C minor', got {args.key!r}")
+        key_index(*parts)      # names a bad tonic or mode
     if args.bars is not None:
         if args.bpm is None:
             raise ValueError("--bars needs --bpm")
@@ -152,11 +160,13 @@ def run_generate(args: argparse.Namespace) -> int:
         _in_range("--bpm", args.bpm, 20, 400)
         _in_range("--beats-per-bar", args.beats_per_bar, 1, 32)
         bpm = exact_bpm(args.bpm)
-        description = describe(args.prompt, bpm=int(bpm) if bpm.denominator == 1 else float(bpm))
+        bpm_pair = int(bpm) if bpm.denominator == 1 else float(bpm)
     else:
         if args.bpm is not None:
             raise ValueError("--bpm goes with --bars (use one of --duration or --bars/--bpm)")
         _in_range("--duration", args.duration, 0.02, 3600)
+    if bpm_pair is not None or args.key is not None:
+        description = describe(args.prompt, bpm=bpm_pair, key=args.key)
     model = _load(args)
     out_rate = args.sample_rate or model.sample_rate
     if args.bars is not None:

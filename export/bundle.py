@@ -116,7 +116,8 @@ def validation_sizes(spec: GraphSpec, window: int) -> list[dict[str, int]]:
     if spec.name in ("codec_encoder", "codec_decoder"):
         return [{"batch": b, "frames": t} for b, t in ((1, 1), (2, 2), (1, 3), (3, 13))]
     if spec.name in ("lm_cross", "lm_full_cross"):
-        return [{"batch": b, "cond_seq": L} for b, L in ((1, 1), (2, 5), (3, 12))]
+        # a key-conditioned cross graph reads text_seq tokens and gives text_seq + 1
+        return [{"batch": b, "cond_seq": L, "text_seq": L} for b, L in ((1, 1), (2, 5), (3, 12))]
     base = [(1, 1), (2, 5), (3, 12)]   # (batch, cond_seq)
     if spec.name == "lm_prefill":
         return [{"batch": b, "cond_seq": L, "seq": s} for (b, L), s in zip(base, (1, 4, 9))]
@@ -285,6 +286,7 @@ def _export_into(work: Path, model: Any, family: str,
     for role, (lm, _, _) in roles.items():
         for name in ("lm_prefill", "lm_step", "lm_full"):
             int_high[name] = {"input_ids": lm.card + 1}
+        int_high[cross_of[id(lm)]] = {"key": lm.cfg.key_classes + 1}
 
     log(f"exporting {len(graphs)} graphs to {work.name} (opset {opset})")
     for g in graphs:

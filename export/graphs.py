@@ -50,12 +50,15 @@ def lm_specs(lm: LMModel, magnet: bool, ar: bool) -> list[GraphSpec]:
     ids = IOSpec("input_ids", I64, ("batch", K, "seq"))
     # beat-conditioned LMs: (beats per frame, beats per bar, beat of step 0) per row
     beat = [IOSpec("beat", F32, ("batch", 3))] if lm.beat_proj is not None else []
+    # key-conditioned LMs: one key class per row, appended as cross token text_seq (+1)
+    key = [IOSpec("key", I64, ("batch",))] if lm.key_emb is not None else []
+    text_seq = "text_seq" if key else "cond_seq"
     logits = IOSpec("logits", F32, ("batch", K, "seq", cfg.card))
     specs = []
     if has_cross:
         specs.append(GraphSpec(
-            "lm_cross", [IOSpec("encoder_hidden_states", F32, ("batch", "cond_seq", cfg.cond_dim)),
-                         IOSpec("encoder_attention_mask", I64, ("batch", "cond_seq"))],
+            "lm_cross", [IOSpec("encoder_hidden_states", F32, ("batch", text_seq, cfg.cond_dim)),
+                         IOSpec("encoder_attention_mask", I64, ("batch", text_seq)), *key],
             _kv("present", L, H, "cond_seq", Dh, "encoder"), role="lm"))
     if ar:
         specs.append(GraphSpec("lm_prefill", [ids, *beat, *cross_in],
@@ -123,8 +126,9 @@ class LMCrossGraph(nn.Module):
         super().__init__()
         self.lm = lm
 
-    def forward(self, cross: torch.Tensor, cross_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(_flat(self.lm.cross_kv(self.lm.project_condition(cross, cross_mask))))
+    def forward(self, cross: torch.Tensor, cross_mask: torch.Tensor,
+                key: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        return tuple(_flat(self.lm.cross_kv(self.lm.project_condition(cross, cross_mask, key))))
 
 
 class LMPrefillGraph(nn.Module):

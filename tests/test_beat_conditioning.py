@@ -1,4 +1,8 @@
-"""Beat conditioning: the LM reads each step's metrical position at the asked tempo."""
+"""Beat conditioning: the LM reads each step's metrical position at the asked tempo.
+
+The LM here has key conditioning too (tests/test_key_conditioning.py), so the ONNX bundle test
+covers both inputs in one export.
+"""
 import dataclasses
 
 import pytest
@@ -6,12 +10,13 @@ import torch
 
 from engine.backends.base import ConditionTensors
 from engine.backends.torch_backend import TorchBackend
+from engine.conditioners.key import KEY_CLASSES
 from engine.conditioners.text import caption_bpm, debug_text_encoder
 from engine.models.encodec import EncodecModel, debug_codec_config
 from engine.models.lm import LMConfig, LMModel, debug_lm_config
 from engine.models.musicgen import MusicGen
 
-CFG = dataclasses.replace(debug_lm_config(), beat_harmonics=3)
+CFG = dataclasses.replace(debug_lm_config(), beat_harmonics=3, key_classes=KEY_CLASSES)
 
 
 def _lm(causal: bool = True) -> LMModel:
@@ -84,15 +89,20 @@ def test_melody_lms_cannot_take_beat_conditioning():
 
 
 @pytest.mark.parametrize("mode", ["magnet", "hybrid"])
-def test_onnx_bundle_of_a_beat_conditioned_model_matches_torch(mode, beat_bundle):
+def test_onnx_bundle_of_a_beat_and_key_conditioned_model_matches_torch(mode, beat_bundle):
     torch_model, onnx_model = beat_bundle
     assert onnx_model.backend.reads_beat and onnx_model.ar_backend.reads_beat
+    assert onnx_model.backend.reads_key and onnx_model.ar_backend.reads_key
     out = []
     for m in (torch_model, onnx_model):
         m.set_generation_params(duration=2.0, mode=mode, use_sampling=False, bpm=97,
                                 decoding_steps=(3, 2, 2, 2), seed=0)
-        out.append(m.generate(["a loop", "another. bpm: 140"], return_tokens=True)[1])
+        out.append(m.generate(["a loop in F# minor", "another. bpm: 140"], return_tokens=True)[1])
     assert torch.equal(out[0], out[1])
+    torch_model.set_generation_params(duration=2.0, mode=mode, use_sampling=False, bpm=97,
+                                      decoding_steps=(3, 2, 2, 2), seed=0)
+    other_key = torch_model.generate(["a loop in C major", "another. bpm: 140"], return_tokens=True)[1]
+    assert not torch.equal(other_key[0], out[0][0]) and torch.equal(other_key[1], out[0][1])
 
 
 @pytest.fixture(scope="module")

@@ -236,6 +236,11 @@ def test_cli_rejects_absurd_bars_and_continue_extends_a_file(tmp_path):
     with pytest.raises(ValueError, match="--bpm"):
         _cli(["generate", "x", "--model", "debug", "--bars", "2", "--bpm", "1000", "-o",
               str(tmp_path / "a.wav")])
+    for key, match in (("C", "--key must be a tonic and a mode"), ("H minor", "tonic"),
+                       ("C lydian", "mode")):
+        with pytest.raises(ValueError, match=match):
+            _cli(["generate", "x", "--model", "debug", "--duration", "0.2", "--key", key, "-o",
+                  str(tmp_path / "a.wav")])
     assert not (tmp_path / "a.wav").exists()
     src = tmp_path / "in.wav"
     sf.write(str(src), (torch.randn(22050, 2) * 0.1).numpy(), 44100)

@@ -27,13 +27,16 @@ class ConditionTensors:
     MusicGen-Melody's prepended text), or None.
     ``beat``: [B, 3] (beats per frame, beats per bar, beat position of step 0) for LMs with
     beat conditioning, or None (no tempo). Beats per frame 0 marks a row without tempo.
-    Null (unconditional) rows for CFG have ``cross`` zeroed, ``cross_mask`` 0 and no tempo.
+    ``key``: [B] int64 key classes (engine/conditioners/key.py, 0: none) for LMs with key
+    conditioning, or None (no row has a key).
+    Null (unconditional) rows for CFG have ``cross`` zeroed, ``cross_mask`` 0, no tempo, no key.
     """
 
     cross: torch.Tensor | None
     cross_mask: torch.Tensor | None
     prefix: torch.Tensor | None = None
     beat: torch.Tensor | None = None
+    key: torch.Tensor | None = None
 
     def at_frame(self, offset: int) -> "ConditionTensors":
         """The rows for a decoding window that starts ``offset`` frames into the piece: the

@@ -204,6 +204,7 @@ class OnnxBackend:
         self.full_session = session(lm["graphs"].get("full"))
         main = self.step_session or self.full_session
         self.reads_beat = main is not None and "beat" in {i.name for i in main.get_inputs()}
+        self.reads_key = "key" in {i.name for i in self.cross_session.get_inputs()}
         # what the sessions really run on (onnxruntime's name), reported by /barforge/status
         self.provider: str = self.cross_session.get_providers()[0]
         L = self.num_layers
@@ -225,6 +226,9 @@ class OnnxBackend:
         binding = self.cross_session.io_binding()
         binding.bind_cpu_input("encoder_hidden_states", _np(cond.cross, np.float32))
         binding.bind_cpu_input("encoder_attention_mask", _np(cond.cross_mask, np.int64))
+        if self.reads_key:    # no key is class 0, exactly as no key input in torch
+            binding.bind_cpu_input("key", np.zeros(cond.batch, np.int64) if cond.key is None
+                                   else np.ascontiguousarray(_np(cond.key, np.int64)))
         outputs = [o.name for o in self.cross_session.get_outputs()]
         for name in outputs:
             binding.bind_output(name, self.device)

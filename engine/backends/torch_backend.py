@@ -41,7 +41,8 @@ class TorchBackend:
         if self.lm.cond_proj is not None:
             if cond.cross is None or cond.cross_mask is None:
                 raise ValueError("this LM cross-attends: the condition needs cross and cross_mask")
-            cross_kv = self.lm.cross_kv(self.lm.project_condition(cond.cross, cond.cross_mask))
+            key = cond.key.to(cond.cross.device) if cond.key is not None else None
+            cross_kv = self.lm.cross_kv(self.lm.project_condition(cond.cross, cond.cross_mask, key))
         prefix = cond.prefix.to(self.lm.dtype) if cond.prefix is not None else None
         beat = cond.beat.to(self.lm.out_norm.weight.device) if cond.beat is not None else None
         return TorchContext(cross_kv=cross_kv, prefix=prefix, batch=cond.batch, beat=beat)

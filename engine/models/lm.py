@@ -13,6 +13,10 @@ harmonics and of the bar phase at two -- is projected and added to the token emb
 tempo is then an input the model reads at every frame instead of a number it must parse from
 the caption. Training segments start on a downbeat (beat position 0 at step 0).
 
+Key conditioning (``key_classes`` > 0, our extension): a learned embedding of the asked key
+(engine/conditioners/key.py) is appended to the projected text as one more cross-attention
+token; key 0 (none, or CFG's null row) is the zero vector, exactly as a masked text token.
+
 Shape letters: B batch, K codebooks, S steps, D dim, L condition length, P prefix length,
 C condition width.
 """
@@ -51,15 +55,19 @@ class LMConfig:
     prefix_text_dim: int = 0
     chroma_bins: int = 0
     beat_harmonics: int = 0
+    key_classes: int = 0
 
     def __post_init__(self) -> None:
         for name in ("n_q", "card", "dim", "num_heads", "num_layers", "hidden_scale"):
             check_int(f"LMConfig.{name}", getattr(self, name), 1)
-        for name in ("cond_dim", "prefix_text_dim", "chroma_bins", "beat_harmonics"):
+        for name in ("cond_dim", "prefix_text_dim", "chroma_bins", "beat_harmonics", "key_classes"):
             check_int(f"LMConfig.{name}", getattr(self, name), 0)
         if self.beat_harmonics and (self.prefix_text_dim or self.chroma_bins):
             raise ValueError("LMConfig.beat_harmonics needs a cross-attention LM: positions of a "
                              "prefixed (melody) LM do not start on the downbeat")
+        if self.key_classes and not self.cond_dim:
+            raise ValueError("LMConfig.key_classes needs a cross-attention LM (cond_dim > 0): "
+                             "the key is one more cross-attention token")
         if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
             raise ValueError(f"LMConfig.dim {self.dim} must split into {self.num_heads} heads "
                              "of an even size")
@@ -109,6 +117,9 @@ class LMModel(nn.Module):
         self.chroma_proj = nn.Linear(cfg.chroma_bins, cfg.dim) if cfg.chroma_bins else None
         self.beat_proj = (nn.Linear(2 * (cfg.beat_harmonics + BAR_HARMONICS), cfg.dim, bias=False)
                           if cfg.beat_harmonics else None)
+        # row 0 (no key) stays the zero vector: it is never trained (padding_idx)
+        self.key_emb = (nn.Embedding(cfg.key_classes + 1, cfg.dim, padding_idx=0)
+                        if cfg.key_classes else None)
         # harmonic numbers, made once (not per decoding step); not part of the checkpoint
         self.register_buffer("beat_h", torch.arange(1.0, cfg.beat_harmonics + 1), persistent=False)
         self.register_buffer("bar_h", torch.arange(1.0, BAR_HARMONICS + 1), persistent=False)
@@ -117,8 +128,13 @@ class LMModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.out_norm.weight.dtype
 
-    def project_condition(self, cross: torch.Tensor, cross_mask: torch.Tensor) -> torch.Tensor:
-        """Text hidden states [B, L, C] -> [B, L, D], zeroed where ``cross_mask`` [B, L] is 0."""
+    def project_condition(self, cross: torch.Tensor, cross_mask: torch.Tensor,
+                          key: torch.Tensor | None = None) -> torch.Tensor:
+        """Text hidden states [B, L, C] -> [B, L, D], zeroed where ``cross_mask`` [B, L] is 0.
+
+        A key-conditioned LM appends the embedding of ``key`` [B] (int, 0: none; None: no row
+        has one) as token L: [B, L + 1, D]. Other LMs ignore ``key``.
+        """
         if self.cond_proj is None:
             raise ValueError("this LM has no cross-attention (cond_dim 0): its condition is a prefix")
         if cross.dim() != 3 or cross.shape[-1] != self.cfg.cond_dim:
@@ -126,7 +142,18 @@ class LMModel(nn.Module):
         if cross_mask.shape != cross.shape[:2]:
             raise ValueError(f"cross_mask must be {tuple(cross.shape[:2])}, got {tuple(cross_mask.shape)}")
         emb = self.cond_proj(cross.to(self.dtype))  # [B, L, D]
-        return emb * cross_mask.to(emb.dtype)[..., None]
+        emb = emb * cross_mask.to(emb.dtype)[..., None]
+        if self.key_emb is None:
+            return emb
+        if key is None:
+            key = torch.zeros(cross.shape[0], dtype=torch.long, device=cross.device)
+        if key.shape != cross.shape[:1]:
+            raise ValueError(f"key must be [{cross.shape[0]}] (one key class per row), "
+                             f"got {tuple(key.shape)}")
+        # (a value check would freeze into a traced ONNX graph: checked in eager mode only)
+        if not torch.jit.is_tracing() and key.numel() and not 0 <= int(key.min()) <= int(key.max()) <= self.cfg.key_classes:
+            raise ValueError(f"key classes must lie in [0, {self.cfg.key_classes}], got {key.tolist()}")
+        return torch.cat([emb, self.key_emb(key.long())[:, None].to(emb.dtype)], dim=1)
 
     def project_prefix(self, text: torch.Tensor | None, text_mask: torch.Tensor | None,
                        chroma: torch.Tensor | None) -> torch.Tensor:

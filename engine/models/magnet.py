@@ -189,15 +189,15 @@ class MAGNeT(MusicGen):
         total = int(self.magnet_params.duration * self.frame_rate)
         conditioned = any(descriptions)
         text = self._text(descriptions)
-        beat = self._beat(descriptions)
+        beat, key = self._beat(descriptions), self._key(descriptions)
         bar = _Progress(progress, progress_callback)
         try:
             if self.mode == "ar":
-                return self._generate_ar(text, B, conditioned, prompt, bar, beat)
+                return self._generate_ar(text, B, conditioned, prompt, bar, beat, key)
             # audiocraft guides whenever there is a condition; 1 -> 1 annealing is no guidance
             p = self.magnet_params
             cfg = conditioned and not p.max_cfg_coef == p.min_cfg_coef == 1.0
-            rows = self._condition_rows(text, None, cfg, beat)
+            rows = self._condition_rows(text, None, cfg, beat, key)
             rescorer = None
             if p.rescore_weight > 0.0:
                 assert self.ar_backend is not None
@@ -229,12 +229,13 @@ class MAGNeT(MusicGen):
 
     def _generate_ar(self, text: tuple[torch.Tensor, torch.Tensor] | None, batch: int,
                      conditioned: bool, prompt: torch.Tensor | None,
-                     bar: ProgressCallback, beat: torch.Tensor | None) -> torch.Tensor:
+                     bar: ProgressCallback, beat: torch.Tensor | None,
+                     key: torch.Tensor | None) -> torch.Tensor:
         """The AR LM alone, decided exactly as MusicGen decides (CFG rule, windows)."""
         assert self.ar_backend is not None
         p = self.ar_params
         cfg = p.cfg_coef != 1.0 and conditioned
-        rows = self._condition_rows(text, None, cfg, beat)
+        rows = self._condition_rows(text, None, cfg, beat, key)
         return generate_ar(self.ar_backend, rows.at_frame, p, batch=batch, cfg=cfg,
                            total_frames=int(p.duration * self.frame_rate),
                            window_frames=int(self.ar_max_duration * self.frame_rate),

@@ -17,6 +17,7 @@ import torch
 
 from engine.backends.base import ConditionTensors, StepBackend
 from engine.conditioners.chroma import ChromaExtractor, melody_chroma, null_chroma
+from engine.conditioners.key import caption_key
 from engine.conditioners.text import TextEncoder, caption_bpm
 from engine.decoding.ar import ProgressCallback, generate_ar
 from engine.decoding.delay_pattern import DelayPattern
@@ -320,11 +321,20 @@ class MusicGen:
         return torch.tensor([[0.0 if b is None else b / 60.0 / self.frame_rate,
                               float(self.beats_per_bar), self.start_beat] for b in bpms])
 
+    @staticmethod
+    def _key(descriptions: list[str | None]) -> torch.Tensor | None:
+        """[B] the key class each caption states (``"key: c minor"``, or words such as
+        "in F# minor"; 0: none), or None when none states one. LMs without key conditioning
+        ignore it."""
+        keys = [caption_key(d) for d in descriptions]
+        return torch.tensor(keys) if any(keys) else None
+
     def _condition_rows(self, text: tuple[torch.Tensor, torch.Tensor] | None,
                         chroma: torch.Tensor | None, cfg: bool,
-                        beat: torch.Tensor | None = None) -> ConditionTensors:
+                        beat: torch.Tensor | None = None,
+                        key: torch.Tensor | None = None) -> ConditionTensors:
         """[cond; null] condition rows (2B when ``cfg``) for the backend; null rows have no
-        tempo (training drops text and tempo together)."""
+        tempo and no key (training drops text, tempo and key together)."""
         hidden, mask = text if text is not None else (None, None)
         if self.is_melody:
             assert self.lm is not None and chroma is not None
@@ -347,9 +357,11 @@ class MusicGen:
             hidden = torch.cat([hidden, torch.zeros_like(hidden)])
             mask = torch.cat([mask, torch.zeros_like(mask)])
             beat = None if beat is None else torch.cat([beat, torch.zeros_like(beat)])
+            key = None if key is None else torch.cat([key, torch.zeros_like(key)])
         dev = self._device
         return ConditionTensors(cross=hidden.to(dev), cross_mask=mask.to(dev),
-                                beat=None if beat is None else beat.to(dev))
+                                beat=None if beat is None else beat.to(dev),
+                                key=None if key is None else key.to(dev))
 
     def _generate_tokens(self, descriptions: list[str | None], prompt: torch.Tensor | None,
                          melodies: list[torch.Tensor | None] | None, progress: bool,
@@ -364,7 +376,8 @@ class MusicGen:
         # with every row unconditional, the null rows would repeat the conditional ones
         cfg = params.cfg_coef != 1.0 and (any(descriptions) or has_melody)
         text = self._text(descriptions)
-        conditions = self._condition_source(text, melodies, B, cfg, self._beat(descriptions))
+        conditions = self._condition_source(text, melodies, B, cfg, self._beat(descriptions),
+                                            self._key(descriptions))
         bar = _Progress(progress, progress_callback)
         try:
             return generate_ar(self.backend, conditions, params, batch=B, cfg=cfg,
@@ -375,14 +388,14 @@ class MusicGen:
 
     def _condition_source(self, text: tuple[torch.Tensor, torch.Tensor] | None,
                           melodies: list[torch.Tensor | None] | None, batch: int,
-                          cfg: bool, beat: torch.Tensor | None = None
-                          ) -> Callable[[int], ConditionTensors]:
+                          cfg: bool, beat: torch.Tensor | None = None,
+                          key: torch.Tensor | None = None) -> Callable[[int], ConditionTensors]:
         """conditions(offset_frame) for the AR loop: the same rows for every window (the beat
         phase moved on to the window's start), except that a melody is read from the window's
         time on, looped as audiocraft does."""
         chroma_frames = self._chroma.frames_for(int(self.max_duration * self.sample_rate))
         if not self.is_melody:
-            return self._condition_rows(text, None, cfg, beat).at_frame
+            return self._condition_rows(text, None, cfg, beat, key).at_frame
         cache: dict[int, ConditionTensors] = {}
 
         def at(offset: int) -> ConditionTensors:

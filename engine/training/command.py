@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from engine.conditioners.key import KEY_CLASSES
 from engine.training.common import LoopOptions, checkpoint_dir, run_training, setup_distributed
 
 
@@ -48,6 +49,9 @@ def _lm_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cond-dropout", type=float, default=0.1, help="null-condition rate (for CFG)")
     p.add_argument("--beat-harmonics", type=int, default=4,
                    help="beat conditioning: harmonics of the beat phase the LM reads (0: none)")
+    p.add_argument("--key-conditioning", action=argparse.BooleanOptionalAction, default=True,
+                   help="key conditioning: the LM reads the loop's key as a learned "
+                        "cross-attention token (--no-key-conditioning: none)")
     p.add_argument("--init-from", default=None,
                    help="start from the weights of an earlier `train lm|magnet --out` folder")
     p.add_argument("--text-encoder", choices=("minilm", "debug"), default="minilm",
@@ -92,13 +96,16 @@ def _run_codec(args: argparse.Namespace) -> int:
     return 0
 
 
+CODE_CACHE_VERSION = b"codes-v2"   # v2: per-loop key classes
+
+
 def _lm_data(args: argparse.Namespace, dist, segment: int):
     from engine.training.codec import load_trained_codec
     from engine.training.dataset import CodeSegments, encode_corpus
 
-    # Keyed by the codec's weights, the corpus index and the text encoder: a retrained codec
-    # or a re-rendered corpus never reuses stale codes.
-    key = hashlib.sha256((Path(args.codec) / "codec.safetensors").read_bytes()
+    # Keyed by the cache layout, the codec's weights, the corpus index and the text encoder: a
+    # retrained codec, a re-rendered corpus or a new field never reuses stale codes.
+    key = hashlib.sha256(CODE_CACHE_VERSION + (Path(args.codec) / "codec.safetensors").read_bytes()
                          + (Path(args.data) / "index.jsonl").read_bytes()).hexdigest()[:16]
     cache = checkpoint_dir(args.out) / f"codes_train_{args.text_encoder}_{key}.pt"
     if dist.main and not cache.is_file():
@@ -132,7 +139,8 @@ def _run_lm(args: argparse.Namespace, kind: str) -> int:
     data = _lm_data(args, dist, segment)
     config = LMConfig(n_q=codec.num_codebooks, card=codec.cardinality, dim=args.dim,
                       num_heads=args.heads, num_layers=args.layers, cond_dim=data.cond_dim,
-                      causal=kind == "ar", beat_harmonics=args.beat_harmonics)
+                      causal=kind == "ar", beat_harmonics=args.beat_harmonics,
+                      key_classes=KEY_CLASSES if args.key_conditioning else 0)
     meta = {"segment_frames": segment, "text_encoder": {"kind": args.text_encoder},
             "codec_dir": str(args.codec)}
     common = dict(batch_size=args.batch_size, lr=args.lr, steps=args.steps, warmup=args.warmup,

@@ -16,6 +16,8 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
+from engine.conditioners.key import key_index
+
 SPLITS = ("train", "valid", "all")
 
 
@@ -116,6 +118,7 @@ def encode_corpus(corpus: str | Path, codec, text_encoder, out_path: str | Path,
     payload = {"codes": codes, "bar_frames": torch.tensor(bar_frames, dtype=torch.float64),
                "bars": torch.tensor([it["bars"] for it in items]),
                "beats_per_bar": torch.tensor([it["beats_per_bar"] for it in items]),
+               "keys": torch.tensor([key_index(*it["key"].split()) for it in items]),
                "text_hidden": torch.stack([pad(h) for h in hidden]),          # [N, V, L, C]
                "text_mask": torch.stack([torch.nn.functional.pad(m, (0, max_len - m.shape[1])) for m in masks]),
                "ids": [it["id"] for it in items], "card": codec.cardinality}
@@ -136,6 +139,7 @@ class CodeSegments:
         self.bar_frames = data["bar_frames"].tolist()
         self.bars = data["bars"].tolist()
         self.beats_per_bar = data["beats_per_bar"].tolist()
+        self.keys = data["keys"]
         self.hidden = data["text_hidden"]
         self.mask = data["text_mask"]
         self.segment = segment_frames
@@ -148,9 +152,10 @@ class CodeSegments:
     def cond_dim(self) -> int:
         return self.hidden.shape[-1]
 
-    def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sample(self, batch: int) -> tuple[torch.Tensor, ...]:
         """(codes [B, K, T] int64, text hidden [B, L, C] float32, text mask [B, L], beat [B, 3]
-        (beats per frame, beats per bar, 0: every segment starts on a downbeat) float32)."""
+        (beats per frame, beats per bar, 0: every segment starts on a downbeat) float32, key [B]
+        int64 (engine/conditioners/key.py))."""
         which = torch.randint(len(self.codes), (batch,)).tolist()
         variant = torch.randint(self.hidden.shape[1], (batch,)).tolist()
         codes = []
@@ -162,4 +167,4 @@ class CodeSegments:
         mask = torch.stack([self.mask[i, v] for i, v in zip(which, variant)])
         beat = torch.tensor([[self.beats_per_bar[i] / self.bar_frames[i], self.beats_per_bar[i], 0.0]
                              for i in which], dtype=torch.float32)
-        return torch.stack(codes), hidden, mask, beat
+        return torch.stack(codes), hidden, mask, beat, self.keys[which]

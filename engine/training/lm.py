@@ -28,20 +28,21 @@ class ConditionedLM(nn.Module):
         self.lm = lm
 
     def forward(self, tokens: torch.Tensor, hidden: torch.Tensor, mask: torch.Tensor,
-                beat: torch.Tensor, **kwargs) -> torch.Tensor:
-        cond = self.lm.project_condition(hidden, mask)                    # [B, L, D]
+                beat: torch.Tensor, key: torch.Tensor, **kwargs) -> torch.Tensor:
+        cond = self.lm.project_condition(hidden, mask, key)               # [B, L (+1), D]
         return self.lm(tokens, self.lm.cross_kv(cond), beat=beat, **kwargs)
 
 
 def drop_condition(hidden: torch.Tensor, mask: torch.Tensor, beat: torch.Tensor,
-                   p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows replaced by the null condition (text zeros, mask 0, no tempo) with probability ``p``
-    each: text and tempo drop together, as audiocraft drops all conditions, so CFG pushes both."""
+                   key: torch.Tensor, p: float) -> tuple[torch.Tensor, ...]:
+    """Rows replaced by the null condition (text zeros, mask 0, no tempo, no key) with
+    probability ``p`` each: all drop together, as audiocraft drops all conditions, so CFG
+    pushes them all."""
     if p <= 0:
-        return hidden, mask, beat
+        return hidden, mask, beat, key
     drop = torch.rand(hidden.shape[0], device=hidden.device) < p           # [B]
     return (hidden.masked_fill(drop[:, None, None], 0.0), mask.masked_fill(drop[:, None], 0),
-            beat.masked_fill(drop[:, None], 0.0))
+            beat.masked_fill(drop[:, None], 0.0), key.masked_fill(drop, 0))
 
 
 class LMTask:
@@ -56,7 +57,8 @@ class LMTask:
                  cond_dropout: float = 0.1, seed: int = 0, extra_meta: dict | None = None,
                  init_state: dict[str, torch.Tensor] | None = None):
         """``init_state``: weights to start from (a trained LM of the same shape); a beat
-        projection it lacks starts at zero, so the model begins exactly as that LM."""
+        projection it lacks starts at zero, so the model begins exactly as that LM; a key
+        embedding it lacks starts small (normal, std 0.02)."""
         if config.causal != self.causal:
             raise ValueError(f"the {self.kind} objective needs LMConfig(causal={self.causal})")
         self.config, self.data, self.dist = config, data, dist
@@ -76,13 +78,13 @@ class LMTask:
     def state(self) -> dict[str, object]:
         return {"model": self.model, "opt": self.opt, "sched": self.sched}
 
-    def compute_loss(self, codes: torch.Tensor, hidden: torch.Tensor, mask: torch.Tensor,
-                     beat: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of the real tokens of the delayed sequence of ``codes`` [B, K, T]."""
+    def compute_loss(self, codes: torch.Tensor, *cond: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the real tokens of the delayed sequence of ``codes`` [B, K, T]
+        under ``cond`` (hidden, mask, beat, key)."""
         special = self.model.special_token_id
         seq = self.pattern.build(codes, special)                           # [B, K, T + K]
         inputs, targets = seq[..., :-1], seq[..., 1:]                      # [B, K, S]
-        logits = self.ddp(inputs, hidden, mask, beat)                      # [B, K, S, card]
+        logits = self.ddp(inputs, *cond)                                   # [B, K, S, card]
         valid = targets != special
         return F.cross_entropy(logits[valid], targets[valid])
 
@@ -91,7 +93,8 @@ class LMTask:
 
     @torch.no_grad()
     def eval_loss(self, batch: tuple[torch.Tensor, ...]) -> float:
-        """The loss on ``batch`` (codes, hidden, mask, beat) with the full condition, no update."""
+        """The loss on ``batch`` (codes, hidden, mask, beat, key) with the full condition, no
+        update."""
         self.model.eval()
         return float(self.compute_loss(*(t.to(self.dist.device) for t in batch)))
 
@@ -100,11 +103,10 @@ class LMTask:
 
     def update(self, batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
         """One optimisation step on ``batch`` (codes [B, K, T], hidden [B, L, C], mask [B, L],
-        beat [B, 3])."""
-        codes, hidden, mask, beat = (t.to(self.dist.device) for t in batch)
+        beat [B, 3], key [B])."""
+        codes, *cond = (t.to(self.dist.device) for t in batch)
         self.model.train()
-        hidden, mask, beat = drop_condition(hidden, mask, beat, self.cond_dropout)
-        loss = self.compute_loss(codes, hidden, mask, beat)
+        loss = self.compute_loss(codes, *drop_condition(*cond, p=self.cond_dropout))
         loss.backward()
         norm = clip_and_step(self.model, self.opt, self.sched, self.grad_clip)
         return {"ce": float(loss.detach()), "grad": norm}
@@ -124,6 +126,9 @@ def _init_weights(model: LMModel, std: float = 0.02) -> None:
             nn.init.normal_(m.weight, 0.0, std)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
+            if getattr(m, "padding_idx", None) is not None:   # "no key" stays the zero vector
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
 
 
 def _load_init(model: LMModel, state: dict[str, torch.Tensor]) -> None:
@@ -131,11 +136,12 @@ def _load_init(model: LMModel, state: dict[str, torch.Tensor]) -> None:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:
         raise ValueError(f"--init-from: the weights do not fit this LM's shape ({e})") from e
-    if unexpected or set(missing) - {"beat_proj.weight"}:
+    if unexpected or set(missing) - {"beat_proj.weight", "key_emb.weight"}:
         raise ValueError(f"--init-from: the weights do not fit this LM (missing {sorted(missing)}, "
                          f"unexpected {sorted(unexpected)})")
-    if missing:
+    if "beat_proj.weight" in missing:
         nn.init.zeros_(model.beat_proj.weight)
+    # a new key embedding keeps _init_weights' small init (normal, std 0.02; row 0 zero)
 
 
 def load_trained_lm(directory: str | Path) -> tuple[LMModel, dict]:

@@ -62,9 +62,9 @@ class MagnetTask(LMTask):
         self.span_len, self.attn_band = span_len, attn_band
         self.extra_meta.update(span_len=span_len, attn_band=attn_band)
 
-    def compute_loss(self, codes: torch.Tensor, hidden: torch.Tensor, mask: torch.Tensor,
-                     beat: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy on the masked tokens of one random stage of ``codes`` [B, K, T]."""
+    def compute_loss(self, codes: torch.Tensor, *cond: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy on the masked tokens of one random stage of ``codes`` [B, K, T] under
+        ``cond`` (hidden, mask, beat, key)."""
         B, K, T = codes.shape
         special = self.model.special_token_id
         stage = int(torch.randint(K, ()).item())
@@ -73,6 +73,6 @@ class MagnetTask(LMTask):
         tokens[:, stage] = codes[:, stage].masked_fill(masked, special)
         tokens[:, stage + 1:] = special
         band = None if stage == 0 else self.attn_band
-        logits = self.ddp(tokens, hidden, mask, beat, causal=False, band=band,
+        logits = self.ddp(tokens, *cond, causal=False, band=band,
                           codebook=stage)                                   # [B, T, card]
         return F.cross_entropy(logits[masked], codes[:, stage][masked])
