@@ -4,7 +4,9 @@ Each runtime runs in its own subprocess, so the peak RSS beside its times is its
 ``set_generation_params(duration=8.0, mode=M, seed=r, bpm=120)`` (the model's packaged
 defaults fill in the rest, e.g. its MAGNeT decoding steps) and ``generate([PROMPT])``, ``--reps``
 runs; the first includes warm-up, the best is reported. onnxruntime runs a bundle that
-``barforge export`` writes first (into ``--bundle``, reused when present)::
+``barforge export`` writes first (into ``--bundle``, reused when present). torch runs on its
+native CPU kernels as the CLI and the bridge do (engine/inference_kernels.py), and once more
+with oneDNN for comparison::
 
     PYTHONPATH=. python3 bench/bench_default_model.py              # ~1 minute on 2 cores
     PYTHONPATH=. python3 bench/bench_default_model.py --threads 1
@@ -33,13 +35,17 @@ MODES = ("ar", "magnet", "hybrid")
 
 
 def run_one(model: str, provider: str, threads: int, reps: int) -> dict:
-    """Load ``model`` on ``provider`` ("torch" or an onnxruntime provider) and time every mode."""
+    """Load ``model`` on ``provider`` ("torch", "torch-onednn" or an onnxruntime provider) and
+    time every mode."""
     import torch
     torch.set_num_threads(threads)
+    from engine.inference_kernels import use_native_cpu_kernels
     from engine.models.pretrained import load_model
 
+    if provider == "torch":
+        use_native_cpu_kernels()
     t0 = time.perf_counter()
-    m = load_model(model) if provider == "torch" else load_model(model, provider=provider)
+    m = load_model(model) if provider.startswith("torch") else load_model(model, provider=provider)
     result: dict = {"provider": provider, "load_s": round(time.perf_counter() - t0, 2)}
     for mode in MODES:
         times = []
@@ -72,7 +78,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "engine.cli", "export", "--model", args.model,
                         "--out", args.bundle], check=True, env=env, cwd=ROOT)
     rows = []
-    for model, provider in ((args.model, "torch"), (args.bundle, "cpu")):
+    for model, provider in ((args.model, "torch"), (args.model, "torch-onednn"), (args.bundle, "cpu")):
         out = subprocess.run([sys.executable, __file__, "--child", model, provider,
                               "--threads", str(args.threads), "--reps", str(args.reps)],
                              check=True, env=env, cwd=ROOT, capture_output=True, text=True)
@@ -81,13 +87,15 @@ def main() -> None:
     text = [f"\n## {time.strftime('%Y-%m-%d %H:%M')} UTC, {platform.machine()}, {args.threads} threads, "
             f"load {load:.1f}\n\n8 s (4 bars at 120 BPM), batch 1, best of {args.reps} seconds "
             "(all runs in brackets; the first warms up):\n\n"
-            "| mode | torch | onnxruntime (CPU, fp32 bundle) | onnxruntime / torch |\n|---|---|---|---|\n"]
+            "| mode | torch (native kernels) | torch (oneDNN) | onnxruntime (CPU, fp32 bundle) | "
+            "oneDNN / native | onnxruntime / native |\n|---|---|---|---|---|---|\n"]
     for mode in MODES:
-        t, o = rows[0][mode], rows[1][mode]
-        text.append(f"| {mode} | {t['best']} ({', '.join(map(str, t['all']))}) | {o['best']} "
-                    f"({', '.join(map(str, o['all']))}) | {o['best'] / t['best']:.2f} |\n")
-    text.append(f"\nPeak RSS: torch {rows[0]['peak_rss_mb']} MB, onnxruntime {rows[1]['peak_rss_mb']} MB. "
-                f"Load: torch {rows[0]['load_s']} s, onnxruntime {rows[1]['load_s']} s.\n")
+        t, d, o = (r[mode] for r in rows)
+        cells = " | ".join(f"{x['best']} ({', '.join(map(str, x['all']))})" for x in (t, d, o))
+        text.append(f"| {mode} | {cells} | {d['best'] / t['best']:.2f} | {o['best'] / t['best']:.2f} |\n")
+    names = ("torch (native)", "torch (oneDNN)", "onnxruntime")
+    text.append("\nPeak RSS: " + ", ".join(f"{n} {r['peak_rss_mb']} MB" for n, r in zip(names, rows))
+                + ". Load: " + ", ".join(f"{n} {r['load_s']} s" for n, r in zip(names, rows)) + ".\n")
     append_results(Path(args.out), "The default model: generation time", "".join(text))
 
 

@@ -68,6 +68,7 @@ def serve(args: argparse.Namespace) -> int:
     log = logging.getLogger("bridge")
     _validate(args)
     from engine import load_model
+    from engine.inference_kernels import use_native_cpu_kernels
     from plugin_host.shm import ServerSegment
 
     from bridge.persistence import ClipStore
@@ -78,6 +79,7 @@ def serve(args: argparse.Namespace) -> int:
     presets = load_presets()
     server_preset = resolve_preset(args.preset, presets)
     store = ClipStore(args.render_dir)
+    use_native_cpu_kernels()    # no kernel building mid-continuation (engine/inference_kernels.py)
     model = load_model(args.model, provider=args.provider)
     provider = str(getattr(model, "provider", "torch"))   # a bundle's real onnxruntime provider
     slot_frames = int(args.max_seconds * SLOT_RATE)
