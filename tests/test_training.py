@@ -16,7 +16,7 @@ import torch
 from engine.conditioners.text import debug_text_encoder
 from engine.models.encodec import CodecConfig, EncodecModel
 from engine.models.lm import LMConfig
-from engine.training.codec import CodecTask, load_trained_codec
+from engine.training.codec import CodecLossWeights, CodecTask, load_trained_codec
 from engine.training.common import Dist, LoopOptions, checkpoint_dir, run_training
 from engine.training.dataset import AudioCrops, CodeSegments, encode_corpus
 from engine.training.lm import LMTask
@@ -94,6 +94,26 @@ def test_codec_steps_lower_the_loss_on_a_fixed_batch(corpus):
         terms = task.update(wav, step)
     assert {"l1", "mel", "stft", "commit", "adv", "feat", "disc"} <= set(terms)
     assert task.eval_loss(wav) < before
+
+
+def test_decoder_only_fine_tuning_keeps_the_codes_and_learns_pitch(corpus):
+    trained = _codec_task(corpus)
+    torch.manual_seed(0)
+    wav = trained.data.sample(2)
+    trained.update(wav, 0)                                      # k-means sets the codebooks
+    task = _codec_task(corpus, init_state=trained.model.state_dict(), decoder_only=True,
+                       weights=CodecLossWeights(pitch=1.0))
+    enc = {k: v.clone() for k, v in task.model.state_dict().items() if not k.startswith("decoder.")}
+    codes = task.model.encode(wav)
+    before = task.eval_loss(wav)
+    for step in range(6):
+        terms = task.update(wav, step)
+    assert "pitch" in terms and task.eval_loss(wav) < before
+    after = task.model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in enc.items())          # encoder + codebooks frozen
+    assert torch.equal(task.model.encode(wav), codes)
+    with pytest.raises(ValueError, match="init-from"):
+        _codec_task(corpus, decoder_only=True)
 
 
 def test_dead_code_threshold_scales_with_batch_and_frames(corpus):
@@ -194,3 +214,14 @@ def test_two_torchrun_processes_train_together_on_cpu(corpus, tmp_path):
     meta = json.loads((tmp_path / "lm" / "lm.json").read_text())
     assert meta["steps"] == 3 and meta["world"] == 2 and meta["objective"] == "ar"
     assert np.isfinite(meta["losses"]["ce"])
+
+
+def test_codec_eval_reports_whether_the_key_survives(corpus, tmp_path):
+    from engine.evaluation.command import eval_codec
+
+    codec = EncodecModel(TINY_CODEC).eval()                    # untrained: it keeps no pitch
+    result = eval_codec(codec, str(corpus), tmp_path, items=3, seconds=1.0, split="train")
+    mean = result["mean"]
+    assert {"codec_key_kept", "mulaw4_key_kept", "lowpass8k_key_kept"} <= set(mean)
+    assert mean["lowpass8k_key_kept"] == 1.0                   # the tones lie far below 8 kHz
+    assert all(0.0 <= mean[k] <= 1.0 for k in mean if k.endswith("_key_kept"))

@@ -1,7 +1,8 @@
 """``barforge eval codec|generate|corpus``: numbers (results.json) + a spectrogram PNG per sample.
 
-- ``codec``: held-out corpus loops through the codec: SI-SNR and multi-scale log-mel distance,
-  next to 4-bit mu-law and an 8 kHz low-pass of the same audio.
+- ``codec``: held-out corpus loops through the codec: SI-SNR, multi-scale log-mel distance and
+  whether the key-finder hears the original's key in the copy (pitch kept), next to 4-bit
+  mu-law and an 8 kHz low-pass of the same audio.
 - ``generate``: held-out prompts (a corpus seed never trained on) through a model: the tempo the
   beat tracker finds vs the BPM asked, the key the chroma key-finder finds vs the key asked,
   drum presence vs drums asked or not, spectral flatness.
@@ -61,13 +62,16 @@ def eval_codec(codec, corpus: str, out: Path, items: int, seconds: float, split:
             recon = codec.decode(codec.encode(x))[0, 0, :len(wav)].numpy()
         ref = torch.from_numpy(wav)
         row = {"id": item["id"], "caption": item["caption"]}
+        key = M.estimate_key(wav, sr)
         for name, est in (("codec", recon), ("mulaw4", M.mu_law(wav, 4)), ("lowpass8k", M.lowpass(wav, sr, 8000))):
             e = torch.from_numpy(np.ascontiguousarray(est, dtype=np.float32))
             row[f"{name}_mel"] = float(M.multiscale_mel_distance(ref, e, sr))
             row[f"{name}_sisnr_db"] = float(M.si_snr(ref, e))
+            # pitch kept: the key-finder hears the same key in the copy as in the original
+            row[f"{name}_key_kept"] = float(M.estimate_key(np.asarray(est, dtype=np.float32), sr) == key)
         rows.append(row)
         spectrogram_png(out / f"{item['id']}.png", [wav, recon], sr)
-    keys = [k for k in rows[0] if k.endswith(("_mel", "_db"))]
+    keys = [k for k in rows[0] if k.endswith(("_mel", "_db", "_key_kept"))]
     return {"kind": "codec", "items": len(rows), "mean": _summary(rows, keys), "per_item": rows}
 
 

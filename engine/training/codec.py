@@ -3,11 +3,16 @@
 Generator loss = ``l1`` x time-domain L1 + ``mel`` x multi-scale mel (L1 on log-mel plus L2 on
 mel, windows 64..2048) + ``stft`` x multi-resolution complex-STFT L1 at small windows (a
 waveform-aligned term: it penalises wrong phase, which the mel terms cannot see) + commitment
++ ``pitch`` x log-magnitude STFT L1 at long windows below 4 kHz (mel bands are several semitones
+wide there, so the mel terms let a codec lose pitch: ours kept no key a key-finder could read)
 + (from ``adv_start``) ``adv`` x least-squares adversarial loss and ``feat`` x feature matching
 against a multi-scale complex-STFT discriminator (EnCodec's MS-STFTD). The codebooks move by
 EMA, not by gradients; dead codes restart from the batch. EnCodec's dead-code threshold of 2
 assumes far bigger batches: here it is ``dead_code_fraction`` x the average use of a code per
 step (global batch x frames / codebook size), at most the config's threshold.
+
+``decoder_only`` fine-tunes the decoder of a trained codec with its encoder and codebooks frozen:
+the codes stay exactly what they were, so LMs trained on them stay valid.
 """
 from __future__ import annotations
 
@@ -46,6 +51,21 @@ def complex_stft_loss(ref: torch.Tensor, est: torch.Tensor, windows: tuple[int, 
         a = torch.stft(ref.reshape(-1, ref.shape[-1]), n, n // 4, window=win, return_complex=True)
         b = torch.stft(est.reshape(-1, est.shape[-1]), n, n // 4, window=win, return_complex=True)
         total = total + (torch.view_as_real(a) - torch.view_as_real(b)).abs().mean() / (a.abs().mean() + 1e-7)
+    return total / len(windows)
+
+
+def pitch_stft_loss(ref: torch.Tensor, est: torch.Tensor, sample_rate: int,
+                    windows: tuple[int, ...] = (2048, 4096), max_hz: float = 4000.0,
+                    eps: float = 1e-5) -> torch.Tensor:
+    """L1 between log power spectra at long windows (7.8-15.6 Hz bins at 32 kHz: a semitone at
+    A2 is 6.5 Hz wide), on the bins below ``max_hz`` where pitch and its low partials live."""
+    total = ref.new_zeros(())
+    for n in windows:
+        win = torch.hann_window(n, device=ref.device)
+        keep = int(max_hz * n / sample_rate) + 1
+        a, b = (torch.stft(x.reshape(-1, x.shape[-1]), n, n // 4, window=win, normalized=True,
+                           return_complex=True)[:, :keep].abs().pow(2) for x in (ref, est))
+        total = total + (torch.log(a + eps) - torch.log(b + eps)).abs().mean()
     return total / len(windows)
 
 
@@ -93,6 +113,7 @@ class CodecLossWeights:
     commit: float = 1.0
     adv: float = 1.0
     feat: float = 1.0
+    pitch: float = 0.0
 
 
 def dead_code_threshold(global_batch: int, frames: int, bins: int, fraction: float, cap: float) -> float:
@@ -106,12 +127,23 @@ class CodecTask:
     def __init__(self, config: CodecConfig, data: AudioCrops, dist: Dist, *, batch_size: int,
                  lr: float, steps: int, warmup: int = 200, grad_clip: float = 1.0,
                  weights: CodecLossWeights = CodecLossWeights(), adv_start: int = -1,
-                 disc_filters: int = 16, dead_code_fraction: float = 0.2, seed: int = 0):
+                 disc_filters: int = 16, dead_code_fraction: float = 0.2, seed: int = 0,
+                 init_state: dict[str, torch.Tensor] | None = None, decoder_only: bool = False):
+        """``init_state``: a trained codec's weights to start from (same config);
+        ``decoder_only`` (needs it): train the decoder alone, encoder and codebooks frozen."""
+        if decoder_only and init_state is None:
+            raise ValueError("decoder_only fine-tunes a trained codec: give its weights (--init-from)")
         self.config, self.data, self.dist = config, data, dist
+        self.decoder_only = decoder_only
         self.batch_size, self.grad_clip, self.weights, self.adv_start = batch_size, grad_clip, weights, adv_start
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)                       # same initial weights on every rank
             self.model = EncodecModel(config).to(dist.device)
+            if init_state is not None:
+                self.model.load_state_dict(init_state)
+            if decoder_only:
+                self.model.encoder.requires_grad_(False)
+                self.model.quantizer.requires_grad_(False)
             self.disc = MultiScaleSTFTDiscriminator(disc_filters).to(dist.device) if adv_start >= 0 else None
         frames = -(-data.crop // config.hop_length)
         thr = dead_code_threshold(batch_size * dist.world, frames, config.bins, dead_code_fraction,
@@ -135,8 +167,11 @@ class CodecTask:
     def losses(self, wav: torch.Tensor, recon: torch.Tensor) -> dict[str, torch.Tensor]:
         """The reconstruction terms for ``wav`` / ``recon`` [B, 1, N] (no adversarial part)."""
         sr = self.config.sample_rate
-        return {"l1": F.l1_loss(recon, wav), "mel": multiscale_mel_loss(wav, recon, sr),
-                "stft": complex_stft_loss(wav, recon)}
+        terms = {"l1": F.l1_loss(recon, wav), "mel": multiscale_mel_loss(wav, recon, sr),
+                 "stft": complex_stft_loss(wav, recon)}
+        if self.weights.pitch:
+            terms["pitch"] = pitch_stft_loss(wav, recon, sr)
+        return terms
 
     @torch.no_grad()
     def eval_loss(self, wav: torch.Tensor) -> float:
@@ -179,9 +214,10 @@ class CodecTask:
         if use_adv:
             self.disc.zero_grad(set_to_none=True)
         clip_and_step(self.model, self.opt, self.sched, self.grad_clip)
-        latent = all_gather_cat(out.latent.detach(), self.dist)            # [B_global, D, T]
-        codes = all_gather_cat(out.codes, self.dist)                        # [B_global, K, T]
-        self.model.quantizer.ema_update(latent, codes)   # same data + same RNG: ranks stay equal
+        if not self.decoder_only:                         # frozen codebooks: the codes stay as trained
+            latent = all_gather_cat(out.latent.detach(), self.dist)        # [B_global, D, T]
+            codes = all_gather_cat(out.codes, self.dist)                    # [B_global, K, T]
+            self.model.quantizer.ema_update(latent, codes)  # same data + same RNG: ranks stay equal
         result = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
         result["loss"] = float(total.detach())
         return result

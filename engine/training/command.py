@@ -83,14 +83,22 @@ def _run_codec(args: argparse.Namespace) -> int:
     from engine.training.dataset import AudioCrops
 
     dist, opts = _setup(args)
-    config = CodecConfig(n_filters=args.filters, dimension=args.dimension, lstm_layers=args.lstm_layers,
-                         n_q=args.n_q, bins=args.bins, ratios=tuple(args.ratios))
+    init_state = None
+    if args.init_from is not None:
+        from engine.training.common import read_trained
+        init_state, init_meta = read_trained(args.init_from, "codec", "train codec")
+        config = CodecConfig.from_dict(init_meta["codec"])
+    else:
+        config = CodecConfig(n_filters=args.filters, dimension=args.dimension,
+                             lstm_layers=args.lstm_layers, n_q=args.n_q, bins=args.bins,
+                             ratios=tuple(args.ratios))
     data = AudioCrops(args.data, config.sample_rate, round(args.crop_s * config.sample_rate))
     weights = CodecLossWeights(l1=args.l1_weight, mel=args.mel_weight, stft=args.stft_weight,
-                               adv=args.adv_weight, feat=args.feat_weight)
+                               adv=args.adv_weight, feat=args.feat_weight, pitch=args.pitch_weight)
     task = CodecTask(config, data, dist, batch_size=args.batch_size, lr=args.lr, steps=args.steps,
                      warmup=args.warmup, grad_clip=args.grad_clip, weights=weights,
-                     adv_start=args.adv_start, disc_filters=args.disc_filters, seed=args.seed)
+                     adv_start=args.adv_start, disc_filters=args.disc_filters, seed=args.seed,
+                     init_state=init_state, decoder_only=args.decoder_only)
     result = run_training(task, opts, dist)
     _report("codec", result, dist, opts, args.batch_size * dist.world * args.crop_s)
     return 0
@@ -219,6 +227,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--adv-start", type=int, default=-1,
                    help="step at which the MS-STFT discriminator starts (-1: no discriminator)")
     c.add_argument("--disc-filters", type=int, default=16)
+    c.add_argument("--pitch-weight", type=float, default=0.0,
+                   help="log-STFT L1 at long windows below 4 kHz (keeps pitch; 0: off)")
+    c.add_argument("--init-from", default=None,
+                   help="start from an earlier `train codec --out` folder (its architecture: "
+                        "--filters/--dimension/... are ignored)")
+    c.add_argument("--decoder-only", action="store_true",
+                   help="with --init-from: train the decoder alone (encoder and codebooks "
+                        "frozen, so the codes, and LMs trained on them, stay valid)")
     c.set_defaults(func=_run_codec)
     for kind, helptext in (("lm", "AR LM: cross-entropy over the delay pattern"),
                            ("magnet", "MAGNeT LM: span masking, loss on masked tokens")):
