@@ -151,7 +151,8 @@ class LMModel(nn.Module):
             raise ValueError(f"key must be [{cross.shape[0]}] (one key class per row), "
                              f"got {tuple(key.shape)}")
         # (a value check would freeze into a traced ONNX graph: checked in eager mode only)
-        if not torch.jit.is_tracing() and key.numel() and not 0 <= int(key.min()) <= int(key.max()) <= self.cfg.key_classes:
+        if not torch.jit.is_tracing() and key.numel() \
+                and not 0 <= int(key.min()) <= int(key.max()) <= self.cfg.key_classes:
             raise ValueError(f"key classes must lie in [0, {self.cfg.key_classes}], got {key.tolist()}")
         return torch.cat([emb, self.key_emb(key.long())[:, None].to(emb.dtype)], dim=1)
 
