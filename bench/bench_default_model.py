@@ -5,8 +5,8 @@ Each runtime runs in its own subprocess, so the peak RSS beside its times is its
 defaults fill in the rest, e.g. its MAGNeT decoding steps) and ``generate([PROMPT])``, ``--reps``
 runs; the first includes warm-up, the best is reported. onnxruntime runs a bundle that
 ``barforge export`` writes first (into ``--bundle``, reused when present). torch runs on its
-native CPU kernels as the CLI and the bridge do (engine/inference_kernels.py), and once more
-with oneDNN for comparison::
+native CPU kernels as the bridge does (engine/inference_kernels.py), and once more with oneDNN
+(the CLI's default) for comparison::
 
     PYTHONPATH=. python3 bench/bench_default_model.py              # ~1 minute on 2 cores
     PYTHONPATH=. python3 bench/bench_default_model.py --threads 1

@@ -95,9 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from engine.inference_kernels import use_native_cpu_kernels
     from engine.models.pretrained import load_model
-    use_native_cpu_kernels()
     model = load_model(args.model, provider=args.provider)
     if getattr(model, "is_placeholder", False):
         print(f"barforge {args.command}: NOTE: model 'default' is an untrained RANDOM "

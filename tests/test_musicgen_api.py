@@ -223,7 +223,6 @@ def test_cli_generate_bars_writes_exactly_the_bar_length(tmp_path, rate):
     info = sf.info(str(out))
     expected = Fraction(2 * 4 * 60 * rate) / Fraction(93700, 1000)
     assert info.frames == round(expected) and info.samplerate == rate and info.channels == 1
-    assert not torch.backends.mkldnn.enabled   # generating processes use native CPU kernels
 
 
 def test_bar_frames_rounds_ties_away_from_zero():

@@ -110,10 +110,8 @@ def eval_generate(model_path: str, out: Path, prompts: int, seed: int, bars: int
 
     from engine.conditioners.text import describe
     from engine.data.synth import sample_spec
-    from engine.inference_kernels import use_native_cpu_kernels
     from engine.models.pretrained import load_model
 
-    use_native_cpu_kernels()       # as `barforge generate` and the bridge run it
     model = load_model(model_path)
     sr = model.sample_rate
     rows = []
