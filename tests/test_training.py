@@ -16,7 +16,7 @@ import torch
 from engine.conditioners.text import debug_text_encoder
 from engine.models.encodec import CodecConfig, EncodecModel
 from engine.models.lm import LMConfig
-from engine.training.codec import CodecLossWeights, CodecTask, load_trained_codec
+from engine.training.codec import CodecLossWeights, CodecTask, chroma_loss, load_trained_codec
 from engine.training.common import Dist, LoopOptions, checkpoint_dir, run_training
 from engine.training.dataset import AudioCrops, CodeSegments, encode_corpus
 from engine.training.lm import LMTask
@@ -79,8 +79,8 @@ def test_encoded_loops_tile_into_segments_longer_than_the_loop(codes, corpus):
         assert any(torch.equal(seg[b, :, p:], seg[b, :, :200 - p]) for p in periods)   # its loop's period
 
 
-def _codec_task(corpus, steps=10, **kw) -> CodecTask:
-    data = AudioCrops(corpus, SR, 3200)
+def _codec_task(corpus, steps=10, crop=3200, **kw) -> CodecTask:
+    data = AudioCrops(corpus, SR, crop)
     return CodecTask(TINY_CODEC, data, CPU, batch_size=2, lr=3e-3, steps=steps, warmup=1, seed=0, **kw)
 
 
@@ -97,23 +97,34 @@ def test_codec_steps_lower_the_loss_on_a_fixed_batch(corpus):
 
 
 def test_decoder_only_fine_tuning_keeps_the_codes_and_learns_pitch(corpus):
-    trained = _codec_task(corpus)
+    trained = _codec_task(corpus, crop=6400)               # > half the chroma term's 8192 window
     torch.manual_seed(0)
     wav = trained.data.sample(2)
     trained.update(wav, 0)                                      # k-means sets the codebooks
-    task = _codec_task(corpus, init_state=trained.model.state_dict(), decoder_only=True,
-                       weights=CodecLossWeights(pitch=1.0))
+    task = _codec_task(corpus, crop=6400, init_state=trained.model.state_dict(), decoder_only=True,
+                       weights=CodecLossWeights(pitch=1.0, chroma=1.0))
     enc = {k: v.clone() for k, v in task.model.state_dict().items() if not k.startswith("decoder.")}
     codes = task.model.encode(wav)
     before = task.eval_loss(wav)
     for step in range(6):
         terms = task.update(wav, step)
-    assert "pitch" in terms and task.eval_loss(wav) < before
+    assert {"pitch", "chroma"} <= set(terms) and task.eval_loss(wav) < before
     after = task.model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in enc.items())          # encoder + codebooks frozen
     assert torch.equal(task.model.encode(wav), codes)
     with pytest.raises(ValueError, match="init-from"):
         _codec_task(corpus, decoder_only=True)
+
+
+def test_chroma_loss_hears_a_semitone_but_not_a_gain_change():
+    t = torch.arange(SR) / SR
+    chord = lambda *f0: sum(torch.sin(2 * torch.pi * f * t) for f in f0).view(1, 1, -1) * 0.1  # noqa: E731
+    c_major = chord(261.63, 329.63, 392.0)
+    assert chroma_loss(c_major, c_major, SR) == 0
+    assert chroma_loss(c_major, 0.5 * c_major, SR) < 0.1
+    assert chroma_loss(c_major, chord(277.18, 349.23, 415.3), SR) > 1.0      # C# major: all moved
+    with pytest.raises(ValueError, match="crop"):
+        chroma_loss(c_major[..., :4000], c_major[..., :4000], SR)
 
 
 def test_dead_code_threshold_scales_with_batch_and_frames(corpus):

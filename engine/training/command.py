@@ -94,7 +94,8 @@ def _run_codec(args: argparse.Namespace) -> int:
                              ratios=tuple(args.ratios))
     data = AudioCrops(args.data, config.sample_rate, round(args.crop_s * config.sample_rate))
     weights = CodecLossWeights(l1=args.l1_weight, mel=args.mel_weight, stft=args.stft_weight,
-                               adv=args.adv_weight, feat=args.feat_weight, pitch=args.pitch_weight)
+                               adv=args.adv_weight, feat=args.feat_weight, pitch=args.pitch_weight,
+                               chroma=args.chroma_weight)
     task = CodecTask(config, data, dist, batch_size=args.batch_size, lr=args.lr, steps=args.steps,
                      warmup=args.warmup, grad_clip=args.grad_clip, weights=weights,
                      adv_start=args.adv_start, disc_filters=args.disc_filters, seed=args.seed,
@@ -229,6 +230,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--disc-filters", type=int, default=16)
     c.add_argument("--pitch-weight", type=float, default=0.0,
                    help="log-STFT L1 at long windows below 4 kHz (keeps pitch; 0: off)")
+    c.add_argument("--chroma-weight", type=float, default=0.0,
+                   help="per-frame pitch-class profile L1, 55-1000 Hz (keeps harmony; 0: off)")
     c.add_argument("--init-from", default=None,
                    help="start from an earlier `train codec --out` folder (its architecture: "
                         "--filters/--dimension/... are ignored)")
