@@ -1,4 +1,5 @@
-"""The procedural loop corpus: exact bars and tempo in the MIDI, exact WAV length, captions."""
+"""The loop corpus (procedural loops and music21 chorale excerpts): exact bars and tempo in the
+MIDI, exact WAV length, captions."""
 import json
 import re
 import shutil
@@ -20,9 +21,10 @@ def _tempos(mid: mido.MidiFile) -> list[int]:
     return [m.tempo for tr in mid.tracks for m in tr if m.type == "set_tempo"]
 
 
-@pytest.mark.parametrize("index", range(40))
-def test_midi_has_exact_bar_count_tempo_and_meter(index):
-    spec = sample_spec(seed=3, index=index)
+@pytest.mark.parametrize("index, music21_share", [(i, 0.0) for i in range(40)] + [(i, 1.0) for i in range(10)])
+def test_midi_has_exact_bar_count_tempo_and_meter(index, music21_share):
+    spec = sample_spec(seed=3, index=index, music21_share=music21_share)
+    assert (spec.extra.get("source") == "music21") == (music21_share == 1.0)
     mid = compose(spec)
     assert _tempos(mid) == [mido.bpm2tempo(spec.bpm)]
     sigs = [m for tr in mid.tracks for m in tr if m.type == "time_signature"]
@@ -38,7 +40,7 @@ def test_midi_has_exact_bar_count_tempo_and_meter(index):
 
 def test_every_note_on_has_its_note_off_inside_the_loop():
     for index in range(20):
-        mid = compose(sample_spec(seed=5, index=index))
+        mid = compose(sample_spec(seed=5, index=index, music21_share=0.25))
         for track in mid.tracks:
             on: dict[tuple[int, int], int] = {}
             for m in track:
@@ -78,7 +80,7 @@ def test_caption_is_in_audiocraft_format():
         "boom-bap drums with upright bass and rhodes, C minor. bpm: 90. key: C minor."
     pattern = re.compile(r"^[a-z0-9 ,/&'-]+, [A-G][b#]? (major|minor)\. bpm: (\d+)\. key: ([A-G][b#]? (major|minor))\.$")
     for i in range(50):
-        spec = sample_spec(11, i)
+        spec = sample_spec(11, i, music21_share=0.1)
         m = pattern.match(spec.caption)
         assert m, spec.caption
         assert int(m.group(2)) == spec.bpm and m.group(3) == spec.key
@@ -88,7 +90,8 @@ def test_caption_is_in_audiocraft_format():
 
 @needs_fluidsynth
 def test_rendered_corpus_has_exact_lengths_sidecars_and_sound(tmp_path):
-    items = synth_corpus(tmp_path, hours=0.004, seed=2, jobs=2, progress=False)
+    items = synth_corpus(tmp_path, hours=0.006, seed=4, jobs=2, progress=False, music21_share=0.5)
+    assert {s["extra"].get("source") for s in items} == {None, "music21"}
     assert sum(s["duration_s"] for s in items) >= 0.004 * 3600
     index = [json.loads(line) for line in (tmp_path / "index.jsonl").read_text().splitlines()]
     assert index == items

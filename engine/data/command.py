@@ -1,5 +1,8 @@
 """``barforge data synth``: render the procedural loop corpus to MIDI + 32 kHz mono WAV + JSON.
 
+``--music21`` sets the share of items that are Bach chorale excerpts from music21's bundled
+corpus (real voice leading; needs ``pip install music21``), the rest composed procedurally.
+
 Needs FluidSynth and a General MIDI soundfont: ``apt-get install fluidsynth fluid-soundfont-gm``
 (Debian/Ubuntu). Output folder layout: ``loop_000000.{mid,wav,json}`` per item and
 ``index.jsonl`` (one sidecar per line) + ``corpus.json`` (seed, sample rate, totals).
@@ -69,9 +72,10 @@ def render_loop(mid, n_samples: int, soundfont: str, sample_rate: int = SAMPLE_R
     return out
 
 
-def write_item(out_dir: Path, seed: int, index: int, soundfont: str, sample_rate: int = SAMPLE_RATE) -> dict:
+def write_item(out_dir: Path, seed: int, index: int, soundfont: str, sample_rate: int = SAMPLE_RATE,
+               music21_share: float = 0.0) -> dict:
     """Compose, render and write item ``index``: .mid, .wav and .json. Returns the sidecar."""
-    spec = sample_spec(seed, index)
+    spec = sample_spec(seed, index, music21_share=music21_share)
     mid = compose(spec)
     name = f"loop_{index:06d}"
     mid.save(str(out_dir / f"{name}.mid"))
@@ -85,10 +89,13 @@ def write_item(out_dir: Path, seed: int, index: int, soundfont: str, sample_rate
 
 
 def synth_corpus(out_dir: str | Path, hours: float, seed: int, soundfont: str | None = None,
-                 jobs: int = 1, progress: bool = True) -> list[dict]:
-    """Write items ``0, 1, ...`` until they total ``hours`` of audio; returns the sidecars."""
+                 jobs: int = 1, progress: bool = True, music21_share: float = 0.0) -> list[dict]:
+    """Write items ``0, 1, ...`` until they total ``hours`` of audio; returns the sidecars.
+    ``music21_share`` of the items (by draw) are Bach chorale excerpts."""
     if hours <= 0:
         raise ValueError(f"--hours must be > 0, got {hours}")
+    if not 0.0 <= music21_share <= 1.0:
+        raise ValueError(f"--music21 must be a share in [0, 1], got {music21_share}")
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     sf2 = find_soundfont(soundfont)
@@ -97,13 +104,13 @@ def synth_corpus(out_dir: str | Path, hours: float, seed: int, soundfont: str | 
     target = hours * 3600.0
     indices, total = [], 0.0
     while total < target:          # the specs are cheap: decide the item count up front
-        total += sample_spec(seed, len(indices)).duration_s
+        total += sample_spec(seed, len(indices), music21_share=music21_share).duration_s
         indices.append(len(indices))
     from tqdm import tqdm
     bar = tqdm(total=round(total), unit="s", desc="synth", disable=not progress)
     sidecars: list[dict] = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # fluidsynth runs as a subprocess
-        for side in pool.map(lambda i: write_item(out, seed, i, sf2), indices):
+        for side in pool.map(lambda i: write_item(out, seed, i, sf2, music21_share=music21_share), indices):
             sidecars.append(side)
             bar.update(round(side["duration_s"]))
     bar.close()
@@ -113,13 +120,16 @@ def synth_corpus(out_dir: str | Path, hours: float, seed: int, soundfont: str | 
     (out / "corpus.json").write_text(json.dumps({
         "generator": "barforge data synth", "seed": seed, "hours_asked": hours,
         "items": len(sidecars), "seconds": total, "sample_rate": SAMPLE_RATE,
+        "music21_share": music21_share,
+        "music21_items": sum(s["extra"].get("source") == "music21" for s in sidecars),
         "soundfont": os.path.basename(sf2),
         "valid_items": sum(s["split"] == "valid" for s in sidecars)}, indent=1))
     return sidecars
 
 
 def _run_synth(args: argparse.Namespace) -> int:
-    items = synth_corpus(args.out, args.hours, args.seed, args.soundfont, args.jobs, not args.quiet)
+    items = synth_corpus(args.out, args.hours, args.seed, args.soundfont, args.jobs, not args.quiet,
+                         args.music21)
     print(f"wrote {len(items)} loops ({sum(s['duration_s'] for s in items) / 60:.1f} min) to {args.out}")
     return 0
 
@@ -134,6 +144,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--hours", type=float, default=1.0, help="hours of audio to render (default 1)")
     s.add_argument("--seed", type=int, default=0, help="corpus seed: same seed, same corpus")
     s.add_argument("--soundfont", default=None, help="a General MIDI .sf2 (default: FluidR3_GM)")
+    s.add_argument("--music21", type=float, default=0.2, metavar="SHARE",
+                   help="share of items that are Bach chorale excerpts from music21's corpus "
+                        "(default 0.2; 0: procedural loops only, as corpora made before it)")
     s.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel fluidsynth renders")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_run_synth)

@@ -169,16 +169,27 @@ def caption_for(description: str, bpm: int, key: str) -> str:
     return f"{description}, {key}. bpm: {bpm}. key: {key}."
 
 
-def sample_spec(seed: int, index: int, heldout_every: int = 50) -> LoopSpec:
-    """The spec of item ``index`` for corpus seed ``seed`` (pure function of both)."""
+def loop_bars(beats_per_bar: int, bpm: int) -> int:
+    """Bars per loop: 4, or 2 where 4 would pass 20 s, or 8 where 4 would be under 4 s."""
+    bar_s = beats_per_bar * 60.0 / bpm
+    bars = 4 if 4 * bar_s <= 20.0 else 2
+    return 8 if bars * bar_s < 4.0 else bars
+
+
+def sample_spec(seed: int, index: int, heldout_every: int = 50, music21_share: float = 0.0) -> LoopSpec:
+    """The spec of item ``index`` for corpus seed ``seed`` (pure function of the arguments).
+
+    ``music21_share`` of the items (drawn per index from their own stream, so the other items
+    are the same at any share) are Bach chorale excerpts (engine/data/music21_excerpts.py)."""
+    split = "valid" if index % heldout_every == heldout_every - 1 else "train"
+    if music21_share > 0 and random.Random(f"barforge-source:{seed}:{index}").random() < music21_share:
+        from engine.data.music21_excerpts import sample_excerpt_spec
+        return sample_excerpt_spec(seed, index, split)
     rng = random.Random(f"barforge-synth:{seed}:{index}")
     style = rng.choice(STYLES)
     bpm = rng.randint(*style.bpm)
     bpb = rng.choice(style.meters)
-    bar_s = bpb * 60.0 / bpm
-    bars = 4 if 4 * bar_s <= 20.0 else 2
-    if bars * bar_s < 4.0:
-        bars = 8
+    bars = loop_bars(bpb, bpm)
     mode = rng.choice(("major", "minor", "minor"))
     tonic = rng.randrange(12)
     degrees = list(rng.choice(PROGRESSIONS[mode]))
@@ -205,8 +216,7 @@ def sample_spec(seed: int, index: int, heldout_every: int = 50) -> LoopSpec:
     density = round(rng.uniform(0.2, 1.0), 2)
     spec = LoopSpec(index=index, seed=seed, style=style.name, bpm=bpm, beats_per_bar=bpb,
                     bars=bars, tonic=KEY_NAMES[tonic], mode=mode, progression=names, chords=chords,
-                    parts=parts, density=density, swing=style.swing,
-                    split="valid" if index % heldout_every == heldout_every - 1 else "train")
+                    parts=parts, density=density, swing=style.swing, split=split)
     spec.description = describe_parts(style.name, bpb, parts, density)
     spec.caption = caption_for(spec.description, bpm, spec.key)
     return spec
@@ -392,33 +402,50 @@ def _compose_part(role: str, spec: LoopSpec, rng: random.Random, kick_steps: lis
     return notes
 
 
-def compose(spec: LoopSpec) -> mido.MidiFile:
-    """The loop as a type-1 MIDI file: exactly ``spec.bars`` bars at ``spec.bpm``."""
-    rng = random.Random(f"barforge-compose:{spec.seed}:{spec.index}")
+def _drum_track(spec: LoopSpec, rng: random.Random) -> tuple[list[Note], list[list[int]]]:
+    """The drum part's notes and each bar's kick steps (``[[0]]`` and no notes without drums)."""
+    style = STYLE_BY_NAME[spec.style]
+    if "drums" not in spec.parts or not style.drums:
+        return [], [[0]]
     steps = spec.beats_per_bar * 4
-    end = spec.bars * steps * STEP
+    notes: list[Note] = []
+    kick_steps: list[list[int]] = []
+    for bar in range(spec.bars):
+        hits = _drum_bar(style.drums, steps, spec.density, rng, bar, bar == spec.bars - 1)
+        kick_steps.append(sorted({int(s) for s, n, _ in hits if n == KICK}))
+        for s, n, v in hits:
+            t = bar * steps * STEP + (round(s * STEP) if s != int(s) else _tick(int(s), spec.swing))
+            notes.append((t, STEP // 2, n, v))
+    return notes, kick_steps
+
+
+def compose(spec: LoopSpec) -> mido.MidiFile:
+    """The loop as a type-1 MIDI file: exactly ``spec.bars`` bars at ``spec.bpm``. Items taken
+    from music21's corpus (``spec.extra["piece"]``) play the excerpt's voices over the style's
+    drums; the others compose every part from the spec's chords."""
+    rng = random.Random(f"barforge-compose:{spec.seed}:{spec.index}")
+    drums, kick_steps = _drum_track(spec, rng)
+    tracks = {"drums": drums} if drums else {}
+    if "piece" in spec.extra:
+        from engine.data.music21_excerpts import excerpt_parts
+        tracks.update(excerpt_parts(spec))
+    else:
+        for role in ("bass", "comp", "pad", "lead"):
+            if role in spec.parts:
+                tracks[role] = _compose_part(role, spec, rng, kick_steps)
+    return midi_from_parts(spec, tracks, rng)
+
+
+def midi_from_parts(spec: LoopSpec, tracks: dict[str, list[Note]], rng: random.Random) -> mido.MidiFile:
+    """A type-1 MIDI file of ``spec.bars`` bars at ``spec.bpm``: a tempo/meter/key track, then one
+    track per role (its GM program, notes cut at the loop's end, velocities humanised)."""
+    end = spec.bars * spec.beats_per_bar * TICKS_PER_BEAT
     meta = mido.MidiTrack([
         mido.MetaMessage("track_name", name=spec.caption, time=0),
         mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(spec.bpm), time=0),
         mido.MetaMessage("time_signature", numerator=spec.beats_per_bar, denominator=4, time=0),
         mido.MetaMessage("key_signature", key=spec.tonic + ("m" if spec.mode == "minor" else ""), time=0),
     ])
-    tracks = {}
-    kick_steps: list[list[int]] = [[0]]
-    style = STYLE_BY_NAME[spec.style]
-    if "drums" in spec.parts and style.drums:
-        drum_notes: list[Note] = []
-        kick_steps = []
-        for bar in range(spec.bars):
-            hits = _drum_bar(style.drums, steps, spec.density, rng, bar, bar == spec.bars - 1)
-            kick_steps.append(sorted({int(s) for s, n, _ in hits if n == KICK}))
-            for s, n, v in hits:
-                t = bar * steps * STEP + (round(s * STEP) if s != int(s) else _tick(int(s), spec.swing))
-                drum_notes.append((t, STEP // 2, n, v))
-        tracks["drums"] = drum_notes
-    for role in ("bass", "comp", "pad", "lead"):
-        if role in spec.parts:
-            tracks[role] = _compose_part(role, spec, rng, kick_steps)
     mid = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
     meta.append(mido.MetaMessage("end_of_track", time=end))
     mid.tracks.append(meta)
