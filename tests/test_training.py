@@ -79,9 +79,9 @@ def test_encoded_loops_tile_into_segments_longer_than_the_loop(codes, corpus):
         assert any(torch.equal(seg[b, :, p:], seg[b, :, :200 - p]) for p in periods)   # its loop's period
 
 
-def _codec_task(corpus, steps=10, crop=3200, **kw) -> CodecTask:
+def _codec_task(corpus, steps=10, crop=3200, config=TINY_CODEC, **kw) -> CodecTask:
     data = AudioCrops(corpus, SR, crop)
-    return CodecTask(TINY_CODEC, data, CPU, batch_size=2, lr=3e-3, steps=steps, warmup=1, seed=0, **kw)
+    return CodecTask(config, data, CPU, batch_size=2, lr=3e-3, steps=steps, warmup=1, seed=0, **kw)
 
 
 def test_codec_steps_lower_the_loss_on_a_fixed_batch(corpus):
@@ -96,12 +96,19 @@ def test_codec_steps_lower_the_loss_on_a_fixed_batch(corpus):
     assert task.eval_loss(wav) < before
 
 
-def test_decoder_only_fine_tuning_keeps_the_codes_and_learns_pitch(corpus):
+@pytest.mark.parametrize("decoder", ["seanet", "istft"])
+def test_decoder_only_fine_tuning_keeps_the_codes_and_learns_pitch(corpus, decoder):
     trained = _codec_task(corpus, crop=6400)               # > half the chroma term's 8192 window
     torch.manual_seed(0)
     wav = trained.data.sample(2)
     trained.update(wav, 0)                                      # k-means sets the codebooks
-    task = _codec_task(corpus, crop=6400, init_state=trained.model.state_dict(), decoder_only=True,
+    state = trained.model.state_dict()
+    config = TINY_CODEC
+    if decoder == "istft":                                      # a new kind of decoder on the same codes
+        config = dataclasses.replace(TINY_CODEC, decoder="istft", istft_dim=16, istft_low_layers=1,
+                                     istft_high_layers=1)
+        state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
+    task = _codec_task(corpus, crop=6400, config=config, init_state=state, decoder_only=True,
                        weights=CodecLossWeights(pitch=1.0, chroma=1.0))
     enc = {k: v.clone() for k, v in task.model.state_dict().items() if not k.startswith("decoder.")}
     codes = task.model.encode(wav)

@@ -18,6 +18,7 @@ from torch import nn
 
 from engine.config_dict import dataclass_from_dict
 from engine.modules.conv import PAD_MODES
+from engine.modules.istft_decoder import ISTFTDecoder
 from engine.modules.quantization import ResidualVectorQuantizer
 from engine.modules.seanet import SEANetDecoder, SEANetEncoder
 
@@ -28,7 +29,9 @@ class CodecConfig:
 
     ``ratios`` are in decoder order; hop = prod(ratios). ``kmeans_init``: codebooks start
     empty and are set by k-means on the first ``ema_update`` (audiocraft's training default);
-    False gives random codebooks usable at once (debug models).
+    False gives random codebooks usable at once (debug models). ``decoder``: "seanet"
+    (EnCodec's, loads audiocraft checkpoints) or "istft" (engine/modules/istft_decoder.py, mono:
+    ConvNeXt blocks at ``istft_upsample`` x the frame rate predicting an STFT).
     """
 
     sample_rate: int = 32000
@@ -54,6 +57,11 @@ class CodecConfig:
     kmeans_iters: int = 50
     threshold_ema_dead_code: float = 2.0
     commitment_weight: float = 1.0
+    decoder: str = "seanet"
+    istft_dim: int = 256
+    istft_low_layers: int = 2
+    istft_high_layers: int = 4
+    istft_upsample: int = 4
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ratios", tuple(int(r) for r in self.ratios))
@@ -68,6 +76,10 @@ class CodecConfig:
                 raise ValueError(f"CodecConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not self.ratios or min(self.ratios) < 1:
             raise ValueError(f"CodecConfig.ratios must be positive integers, got {self.ratios}")
+        if self.decoder not in ("seanet", "istft"):
+            raise ValueError(f"CodecConfig.decoder must be 'seanet' or 'istft', got {self.decoder!r}")
+        if self.decoder == "istft" and self.channels != 1:
+            raise ValueError(f"the istft decoder is mono: CodecConfig.channels must be 1, got {self.channels}")
         if self.n_residual_layers < 0 or self.lstm_layers < 0:
             raise ValueError("CodecConfig.n_residual_layers and lstm_layers must be >= 0")
 
@@ -136,7 +148,11 @@ class EncodecModel(nn.Module):
                       dilation_base=c.dilation_base, causal=c.causal, pad_mode=c.pad_mode,
                       true_skip=c.true_skip, compress=c.compress, lstm=c.lstm_layers)
         self.encoder = SEANetEncoder(**seanet)
-        self.decoder = SEANetDecoder(**seanet, trim_right_ratio=c.trim_right_ratio)
+        if c.decoder == "istft":
+            self.decoder: nn.Module = ISTFTDecoder(c.dimension, c.hop_length, c.istft_dim, c.istft_low_layers,
+                                                   c.istft_high_layers, c.istft_upsample)
+        else:
+            self.decoder = SEANetDecoder(**seanet, trim_right_ratio=c.trim_right_ratio)
         self.quantizer = ResidualVectorQuantizer(
             dimension=c.dimension, n_q=c.n_q, bins=c.bins, decay=c.decay,
             kmeans_init=c.kmeans_init, kmeans_iters=c.kmeans_iters,

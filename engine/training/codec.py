@@ -163,7 +163,8 @@ class CodecTask:
                  weights: CodecLossWeights = CodecLossWeights(), adv_start: int = -1,
                  disc_filters: int = 16, dead_code_fraction: float = 0.2, seed: int = 0,
                  init_state: dict[str, torch.Tensor] | None = None, decoder_only: bool = False):
-        """``init_state``: a trained codec's weights to start from (same config);
+        """``init_state``: a trained codec's weights to start from (same config; without its
+        ``decoder.*`` entries the decoder starts fresh, e.g. a new kind of decoder);
         ``decoder_only`` (needs it): train the decoder alone, encoder and codebooks frozen."""
         if decoder_only and init_state is None:
             raise ValueError("decoder_only fine-tunes a trained codec: give its weights (--init-from)")
@@ -174,7 +175,10 @@ class CodecTask:
             torch.manual_seed(seed)                       # same initial weights on every rank
             self.model = EncodecModel(config).to(dist.device)
             if init_state is not None:
-                self.model.load_state_dict(init_state)
+                missing, unexpected = self.model.load_state_dict(init_state, strict=False)
+                if unexpected or any(not k.startswith("decoder.") for k in missing):
+                    raise ValueError(f"init_state does not fit this codec: unexpected {unexpected}, "
+                                     f"missing {[k for k in missing if not k.startswith('decoder.')]}")
             if decoder_only:
                 self.model.encoder.requires_grad_(False)
                 self.model.quantizer.requires_grad_(False)

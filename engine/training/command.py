@@ -13,6 +13,7 @@ Each ``--out`` folder receives only weights (safetensors) and JSON; the resumabl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -88,10 +89,13 @@ def _run_codec(args: argparse.Namespace) -> int:
         from engine.training.common import read_trained
         init_state, init_meta = read_trained(args.init_from, "codec", "train codec")
         config = CodecConfig.from_dict(init_meta["codec"])
+        if args.decoder is not None and args.decoder != config.decoder:   # a fresh decoder of the new kind
+            config = dataclasses.replace(config, decoder=args.decoder)
+            init_state = {k: v for k, v in init_state.items() if not k.startswith("decoder.")}
     else:
         config = CodecConfig(n_filters=args.filters, dimension=args.dimension,
                              lstm_layers=args.lstm_layers, n_q=args.n_q, bins=args.bins,
-                             ratios=tuple(args.ratios))
+                             ratios=tuple(args.ratios), decoder=args.decoder or "seanet")
     data = AudioCrops(args.data, config.sample_rate, round(args.crop_s * config.sample_rate))
     weights = CodecLossWeights(l1=args.l1_weight, mel=args.mel_weight, stft=args.stft_weight,
                                adv=args.adv_weight, feat=args.feat_weight, pitch=args.pitch_weight,
@@ -235,6 +239,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--init-from", default=None,
                    help="start from an earlier `train codec --out` folder (its architecture: "
                         "--filters/--dimension/... are ignored)")
+    c.add_argument("--decoder", choices=("seanet", "istft"), default=None,
+                   help="seanet (EnCodec's, the default) or istft (Vocos-style: ConvNeXt + inverse "
+                        "STFT); with --init-from of the other kind, the decoder starts fresh")
     c.add_argument("--decoder-only", action="store_true",
                    help="with --init-from: train the decoder alone (encoder and codebooks "
                         "frozen, so the codes, and LMs trained on them, stay valid)")
