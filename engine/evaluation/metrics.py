@@ -160,8 +160,12 @@ def chroma(wav: np.ndarray, sample_rate: int, n_fft: int = 8192, fmin: float = 5
     frames = np.log1p(100 * np.abs(z))                                  # [F, T]
     mag = (frames / (frames.sum(axis=0, keepdims=True) + 1e-9)).sum(axis=1)   # [F]
     keep = (freqs >= fmin) & (freqs <= fmax)
-    pcs = np.round(12 * np.log2(freqs[keep] / 440.0) + 69).astype(int) % 12
-    return np.bincount(pcs, weights=mag[keep], minlength=12)
+    return np.bincount(pitch_classes(freqs[keep]), weights=mag[keep], minlength=12)
+
+
+def pitch_classes(freqs: np.ndarray) -> np.ndarray:
+    """Pitch class (0 = C) of the nearest equal-tempered note (A4 = 440 Hz) of each frequency."""
+    return np.round(12 * np.log2(np.asarray(freqs, dtype=np.float64) / 440.0) + 69).astype(np.int64) % 12
 
 
 def estimate_key(wav: np.ndarray, sample_rate: int) -> str:

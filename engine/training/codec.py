@@ -19,14 +19,16 @@ the codes stay exactly what they were, so LMs trained on them stay valid.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
-from engine.evaluation.metrics import MEL_SCALES, mel_spectrogram
+from engine.evaluation.metrics import MEL_SCALES, mel_spectrogram, pitch_classes
 from engine.models.encodec import CodecConfig, EncodecModel
 from engine.training.common import (Dist, all_gather_cat, clip_and_step, make_optimizer,
                                     read_trained, save_trained, warmup_cosine, wrap_ddp)
@@ -71,11 +73,12 @@ def pitch_stft_loss(ref: torch.Tensor, est: torch.Tensor, sample_rate: int,
     return total / len(windows)
 
 
+@lru_cache(maxsize=None)
 def _pitch_class_matrix(n_fft: int, sample_rate: int, fmin: float, fmax: float) -> tuple[slice, torch.Tensor]:
-    """(bins slice, [12, bins] one-hot map of each STFT bin in [fmin, fmax] to its pitch class)."""
+    """(bins slice, [12, bins] one-hot map of each STFT bin in [fmin, fmax] to its pitch class,
+    as the key-finder maps them)."""
     lo, hi = int(fmin * n_fft / sample_rate) + 1, int(fmax * n_fft / sample_rate) + 1
-    freqs = torch.arange(lo, hi, dtype=torch.float64) * sample_rate / n_fft
-    pcs = (torch.round(12 * torch.log2(freqs / 440.0) + 69).long() % 12)
+    pcs = torch.from_numpy(pitch_classes(np.arange(lo, hi) * sample_rate / n_fft))
     return slice(lo, hi), F.one_hot(pcs, 12).T.float()
 
 
