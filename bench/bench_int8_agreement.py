@@ -43,7 +43,7 @@ def main() -> None:
 
     from engine.backends.onnx_manifest import read_manifest
     from engine.data.synth import sample_spec
-    from engine.conditioners.text import describe
+    from engine.conditioners.caption import describe
     from engine.models.pretrained import load_model
     from export.quantize import quantize_int8
 

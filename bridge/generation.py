@@ -49,7 +49,7 @@ class Settings:
 
 def describe(prompt: str, bpm: Fraction) -> str:
     """The text condition: the prompt with ``bpm: N`` in audiocraft's format."""
-    from engine.conditioners.text import describe as engine_describe
+    from engine.conditioners.caption import describe as engine_describe
     value: float | int = int(bpm) if bpm.denominator == 1 else float(bpm)
     return engine_describe(prompt, bpm=value)
 

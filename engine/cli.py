@@ -13,15 +13,30 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import re  # noqa: E402
 import sys  # noqa: E402
 from importlib.metadata import entry_points  # noqa: E402
 
 from engine import commands as engine_commands  # noqa: E402
 
+# Packages of the training / evaluation recipes, installed by the ``recipes`` extra only.
+RECIPE_PACKAGES = {"scipy", "music21"}
+
+
+class PlainTextParser(argparse.ArgumentParser):
+    """An ArgumentParser whose help shows module docstrings as plain text: reStructuredText's
+    literal markup (````x````, ```x```) and literal-block markers (``::``) are dropped."""
+
+    def format_help(self) -> str:
+        text = re.sub(r"``([^`]+)``", r"\1", super().format_help())
+        text = re.sub(r"`([^`]+)`", r"'\1'", text)
+        return re.sub(r"::$", ":", text, flags=re.MULTILINE)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full parser: engine's own subcommands plus every registered plugin."""
-    parser = argparse.ArgumentParser(prog="barforge", description=__doc__.splitlines()[0])
+    """The full parser: engine's own subcommands plus every registered plugin. Registering a
+    subcommand imports only its argument definitions; its work's modules load when it runs."""
+    parser = PlainTextParser(prog="barforge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     engine_commands.register(sub)
     for ep in sorted(entry_points(group="barforge.commands"), key=lambda e: e.name):
@@ -34,9 +49,20 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, TimeoutError) as e:
         print(f"barforge {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except ImportError as e:   # a package of an extra that is not installed
+        if e.name and isinstance(e, ModuleNotFoundError):
+            top = e.name.split(".")[0]
+            hint = ("pip install -e '.[recipes]'" if top in RECIPE_PACKAGES
+                    else "reinstall barforge: pip install -e .")
+            e = ImportError(f"needs the Python package {top!r} ({hint})")
+        print(f"barforge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:   # outputs are written atomically: nothing half-written remains
+        print(f"barforge {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def main(argv: list[str] | None = None) -> int:

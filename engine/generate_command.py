@@ -12,13 +12,15 @@ import sys
 import tempfile
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+if TYPE_CHECKING:   # numpy and torch load when a command runs, so --help and bad arguments are quick
+    import numpy as np
+    import torch
 
 MODES = ("ar", "magnet", "hybrid")
 MARGIN_FRAMES = 2  # codec frames asked beyond the exact length, so resampling never falls short
+MAX_DEFAULT_PROMPT_S = 10.0   # continue's prompt when --prompt-seconds is not given, if the model takes it
 
 
 def round_half_away(x: Fraction) -> int:
@@ -44,7 +46,7 @@ def _in_range(name: str, value: float, low: float, high: float) -> None:
 
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default="default",
-                   help="'default', 'debug', or a checkpoint folder (native, Hugging Face, "
+                   help="'default', 'debug', 'debug-magnet', or a checkpoint folder (native, Hugging Face, "
                         "audiocraft, ONNX bundle); default: %(default)s")
     p.add_argument("--provider", default=None,
                    help="onnxruntime execution provider for an ONNX bundle: cpu, cuda (or "
@@ -88,8 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     cont.add_argument("input", type=Path, help="WAV (or any soundfile-readable) file to continue")
     cont.add_argument("prompt", nargs="?", default="", help="text description (optional)")
     cont.add_argument("--duration", type=float, required=True, help="seconds of new audio")
-    cont.add_argument("--prompt-seconds", type=float, default=10.0,
-                      help="seconds from the end of the input used as the prompt (default 10)")
+    cont.add_argument("--prompt-seconds", type=float, default=None,
+                      help="seconds from the end of the input used as the prompt (default: as "
+                           f"much as the model takes, half its segment, at most "
+                           f"{MAX_DEFAULT_PROMPT_S:g})")
     _add_sampling_options(cont)
     cont.set_defaults(func=run_continue)
 
@@ -119,6 +123,7 @@ def _resample(wav: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """[N, C] float32 at ``from_rate`` -> ``to_rate`` (soxr)."""
     if from_rate == to_rate:
         return wav
+    import numpy as np
     import soxr
     out = soxr.resample(wav, from_rate, to_rate)
     return out.reshape(out.shape[0], -1).astype(np.float32, copy=False)
@@ -143,8 +148,9 @@ def _to_numpy(wav: torch.Tensor) -> np.ndarray:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from engine.conditioners.caption import describe
     from engine.conditioners.key import key_index
-    from engine.conditioners.text import describe
+
     if args.sample_rate is not None:
         _in_range("--sample-rate", args.sample_rate, 8000, 192000)
     description, exact, bpm_pair = args.prompt, None, None
@@ -186,10 +192,13 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_continue(args: argparse.Namespace) -> int:
-    import soundfile as sf
     _in_range("--duration", args.duration, 0.02, 3600)
     if not args.input.is_file():
         raise FileNotFoundError(f"input audio not found: {args.input}")
+    import numpy as np
+    import soundfile as sf
+    import torch
+
     try:
         audio, in_rate = sf.read(str(args.input), dtype="float32", always_2d=True)  # [N, C]
     except RuntimeError as e:
@@ -200,8 +209,11 @@ def run_continue(args: argparse.Namespace) -> int:
     out_rate = args.sample_rate or in_rate
     _in_range("--sample-rate", out_rate, 8000, 192000)
     max_prompt = model.max_duration / 2
-    _in_range("--prompt-seconds", args.prompt_seconds, 0.02, max_prompt)
-    prompt = audio[-int(round(args.prompt_seconds * in_rate)):]
+    prompt_seconds = args.prompt_seconds
+    if prompt_seconds is None:
+        prompt_seconds = min(MAX_DEFAULT_PROMPT_S, max_prompt)
+    _in_range("--prompt-seconds", prompt_seconds, 0.02, max_prompt)
+    prompt = audio[-int(round(prompt_seconds * in_rate)):]
     prompt_s = prompt.shape[0] / in_rate
     # the prompt's codec frames (rounded up) plus the new audio plus a margin
     prompt_frames = int(np.ceil(prompt_s * model.frame_rate))

@@ -3,3 +3,5 @@
 export/ imports engine (to trace its modules); the runtime that reads bundles is
 ``engine.backends.onnx_backend``. See docs/ONNX.md.
 """
+
+DEFAULT_OPSET = 17   # the ONNX opset bundles are written in unless --opset says otherwise

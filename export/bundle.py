@@ -22,13 +22,12 @@ from torch import nn
 
 from engine.backends.onnx_backend import choose_provider
 from engine.models.lm import LMModel
+from export import DEFAULT_OPSET
 from export import graphs as G
 from export.manifest import (GraphSpec, check_graph_matches_spec, set_output_shapes,
                              write_manifest)
 from export.quantize import convert_fp16, quantize_int8
 from export.validate import validate_graph
-
-DEFAULT_OPSET = 17
 
 
 @dataclass

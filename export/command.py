@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from export.bundle import DEFAULT_OPSET
+from export import DEFAULT_OPSET
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="render the session to this WAV instead of playing it")
     p.add_argument("--device", default=None, help="sounddevice output device (name or index)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for each clip")
+    p.add_argument("--connect-timeout", type=float, default=10.0,
+                   help="seconds to wait for the server to answer a ping (default: 10)")
     p.set_defaults(func=host)
 
     b = sub.add_parser("build-plugin", help="build the Barforge Player LV2 bundle (make -C plugin_host/lv2)")
@@ -57,7 +59,7 @@ def host(args: argparse.Namespace) -> int:
                        {} if args.seed is None else {"seed": args.seed}, args.timeout)
     client = OscClient(args.port, args.host)
     try:
-        client.wait_pong(timeout=args.timeout)  # the server creates the segment before serving
+        client.wait_pong(timeout=args.connect_timeout)  # the server creates the segment before serving
         segment = HostSegment.attach(args.shm_name)
         try:
             if args.offline:

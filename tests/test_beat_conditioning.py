@@ -11,7 +11,8 @@ import torch
 from engine.backends.base import ConditionTensors
 from engine.backends.torch_backend import TorchBackend
 from engine.conditioners.key import KEY_CLASSES
-from engine.conditioners.text import caption_bpm, debug_text_encoder
+from engine.conditioners.caption import caption_bpm
+from engine.conditioners.text import debug_text_encoder
 from engine.models.encodec import EncodecModel, debug_codec_config
 from engine.models.lm import LMConfig, LMModel, debug_lm_config
 from engine.models.musicgen import MusicGen

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.data.command import loop_samples, synth_corpus
+from engine.data.corpus import loop_samples, synth_corpus
 from engine.data.synth import (STYLES, TICKS_PER_BEAT, caption_for, compose, midi_length_ticks,
                                repeat_midi, sample_spec)
 

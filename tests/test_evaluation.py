@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine.evaluation import metrics as M
-from engine.evaluation.command import spectrogram_png
+from engine.evaluation.suites import spectrogram_png
 
 SR = 32000
 

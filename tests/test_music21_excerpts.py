@@ -3,7 +3,7 @@ transposition, whole bars from a bar line; the key label moves with them; shares
 import mido
 import pytest
 
-from engine.data.command import synth_corpus
+from engine.data.corpus import synth_corpus
 from engine.data.music21_excerpts import _excerpt, _key_and_chords, load_chorale
 from engine.data.synth import CHANNELS, TICKS_PER_BEAT, compose, sample_spec
 

@@ -195,7 +195,7 @@ def test_native_format_refuses_a_modified_or_missing_file(tmp_path, debug):
 
 
 def test_unknown_model_names_list_what_is_expected(tmp_path):
-    with pytest.raises(ValueError, match="'debug', 'default'"):
+    with pytest.raises(ValueError, match="'debug', 'debug-magnet', 'default'"):
         load_model("no-such-model")
     with pytest.raises(ValueError, match="barforge.json"):
         load_model(tmp_path)

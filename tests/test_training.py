@@ -235,7 +235,7 @@ def test_two_torchrun_processes_train_together_on_cpu(corpus, tmp_path):
 
 
 def test_codec_eval_reports_whether_the_key_survives(corpus, tmp_path):
-    from engine.evaluation.command import eval_codec
+    from engine.evaluation.suites import eval_codec
 
     codec = EncodecModel(TINY_CODEC).eval()                    # untrained: it keeps no pitch
     result = eval_codec(codec, str(corpus), tmp_path, items=3, seconds=1.0, split="train")

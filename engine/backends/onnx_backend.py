@@ -15,6 +15,7 @@ computed once per generation by ``lm_cross`` and stay bound as device OrtValues.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -380,17 +381,29 @@ class _SessionAsEncoderModel(torch.nn.Module):
 
 def load_text_encoder(bundle_dir: Path, manifest: dict[str, Any], provider: str = "cpu",
                       threads: int | None = None) -> Any:
-    """The bundle's text encoder: its tokenizer files + the text_encoder graph."""
-    from transformers import AutoTokenizer
-
-    from engine.conditioners.text import _HFTextEncoder
+    """The bundle's text encoder: its tokenizer files + the text_encoder graph. A ``tokenizer.json``
+    is read with Hugging Face ``tokenizers`` (fast to load); other tokenizer files (T5's
+    SentencePiece model) with transformers' ``AutoTokenizer``."""
+    from engine.conditioners.text import HFTokenizer, _HFTextEncoder
 
     info = manifest["text_encoder"]
-    tokenizer = AutoTokenizer.from_pretrained(str(bundle_dir / info["tokenizer_dir"]))
+    tok_dir = bundle_dir / info["tokenizer_dir"]
+    max_length = info.get("max_length")
+    if (tok_dir / "tokenizer.json").is_file() and _is_bert_tokenizer(tok_dir):
+        from engine.conditioners.bert import BertTokenizer
+        tokenizer: Any = BertTokenizer(tok_dir, max_length or 512)
+    else:
+        from transformers import AutoTokenizer
+        tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(str(tok_dir)), max_length)
     session = make_session(bundle_dir / manifest["graphs"]["text_encoder"]["file"], provider,
                            threads)
     return _HFTextEncoder(_SessionAsEncoderModel(session), tokenizer, dim=int(info["dim"]),
-                          max_length=info.get("max_length"))
+                          max_length=max_length)
+
+
+def _is_bert_tokenizer(tok_dir: Path) -> bool:
+    config = tok_dir / "tokenizer_config.json"
+    return config.is_file() and "Bert" in str(json.loads(config.read_text()).get("tokenizer_class"))
 
 
 # ---------------------------------------------------------------- bundle

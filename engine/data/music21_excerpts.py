@@ -8,7 +8,7 @@ instrument, soprano on its lead), over that style's drums when it has them. The 
 caption is music21's analysis of the transposed excerpt, not the chorale's key signature, so
 an excerpt that modulates is labelled with what it plays.
 
-Needs ``music21`` (``pip install music21``; its wheel carries the corpus, no download).
+Needs ``music21`` (the ``recipes`` extra; its wheel carries the corpus, no download).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _music21():
     try:
         import music21
     except ImportError as e:
-        raise ImportError("music21 excerpts need the music21 package: pip install music21 "
+        raise ImportError("music21 excerpts need the music21 package: pip install -e '.[recipes]' "
                           "(or set --music21 0)") from e
     return music21
 

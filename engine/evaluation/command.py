@@ -13,138 +13,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import struct
-import zlib
 from pathlib import Path
-
-import numpy as np
-import torch
-
-from engine.evaluation import metrics as M
-
-
-def spectrogram_png(path: str | Path, wavs: list[np.ndarray], sample_rate: int, n_fft: int = 1024) -> None:
-    """Log-mel spectrograms of ``wavs`` stacked top to bottom, low frequencies at the bottom."""
-    rows = []
-    for wav in wavs:
-        mel = M.mel_spectrogram(torch.from_numpy(np.asarray(wav, dtype=np.float32)), sample_rate, n_fft, 128)
-        db = 10 * np.log10(mel.numpy() + 1e-10)
-        rows.append(np.clip((db - (db.max() - 80)) / 80, 0, 1)[::-1])   # [M, F], 80 dB range
-        rows.append(np.ones((2, db.shape[1])))                          # separator line
-    img = np.concatenate(rows[:-1])
-    # a dark-blue -> red -> yellow colour map
-    r = np.clip(3 * img - 0.5, 0, 1)
-    g = np.clip(3 * img - 1.6, 0, 1)
-    b = np.clip(np.where(img < 0.5, 1.2 * img + 0.15, 1.5 - 2 * img), 0, 1)
-    rgb = (np.stack([r, g, b], axis=-1) * 255).astype(np.uint8)          # [H, W, 3]
-    raw = b"".join(b"\x00" + row.tobytes() for row in rgb)
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-    h, w = rgb.shape[:2]
-    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-
-
-def _summary(rows: list[dict], keys: list[str]) -> dict:
-    return {k: float(np.mean([r[k] for r in rows])) for k in keys}
-
-
-def eval_codec(codec, corpus: str, out: Path, items: int, seconds: float, split: str = "valid") -> dict:
-    from engine.training.dataset import load_wav, read_index
-
-    sr = codec.sample_rate
-    rows = []
-    for item in read_index(corpus, split)[:items]:
-        wav = load_wav(corpus, item, sr)[:round(seconds * sr)]
-        x = torch.from_numpy(wav)[None, None]
-        with torch.inference_mode():
-            recon = codec.decode(codec.encode(x))[0, 0, :len(wav)].numpy()
-        ref = torch.from_numpy(wav)
-        row = {"id": item["id"], "caption": item["caption"]}
-        key = M.estimate_key(wav, sr)
-        for name, est in (("codec", recon), ("mulaw4", M.mu_law(wav, 4)), ("lowpass8k", M.lowpass(wav, sr, 8000))):
-            e = torch.from_numpy(np.ascontiguousarray(est, dtype=np.float32))
-            row[f"{name}_mel"] = float(M.multiscale_mel_distance(ref, e, sr))
-            row[f"{name}_sisnr_db"] = float(M.si_snr(ref, e))
-            # pitch kept: the key-finder hears the same key in the copy as in the original
-            row[f"{name}_key_kept"] = float(M.estimate_key(np.asarray(est, dtype=np.float32), sr) == key)
-        rows.append(row)
-        spectrogram_png(out / f"{item['id']}.png", [wav, recon], sr)
-    keys = [k for k in rows[0] if k.endswith(("_mel", "_db", "_key_kept"))]
-    return {"kind": "codec", "items": len(rows), "mean": _summary(rows, keys), "per_item": rows}
-
-
-def loop_metrics(wav: np.ndarray, sr: int, bpm: float, key: str, drums: bool, drum_threshold: float) -> dict:
-    """The generated-loop metrics of one clip against what was asked."""
-    tempo = M.estimate_tempo(wav, sr)
-    found_key = M.estimate_key(wav, sr)
-    ratio = M.percussive_ratio(wav, sr)
-    return {"bpm_asked": bpm, "bpm_found": tempo, "tempo_ok": M.tempo_error(tempo, bpm) <= 0.02,
-            "tempo_ok_octave": M.octave_tolerant_tempo_error(tempo, bpm) <= 0.02,
-            "key_asked": key, "key_found": found_key, "key_ok": found_key == key,
-            "key_score": M.key_score(found_key, key), "drums_asked": drums, "percussive_ratio": ratio,
-            "drums_ok": (ratio > drum_threshold) == drums, "flatness": M.spectral_flatness(wav),
-            "rms": float(np.sqrt(np.mean(wav ** 2)))}
-
-
-LOOP_KEYS = ["tempo_ok", "tempo_ok_octave", "key_ok", "key_score", "drums_ok", "flatness"]
-
-
-def eval_corpus(corpus: str, out: Path, items: int, drum_threshold: float) -> dict:
-    from engine.training.dataset import load_wav, read_index
-
-    rows = []
-    for item in read_index(corpus, "all")[:items]:
-        wav = load_wav(corpus, item, item["sample_rate"])
-        row = {"id": item["id"], "caption": item["caption"],
-               **loop_metrics(wav, item["sample_rate"], item["bpm"], item["key"], "drums" in item["parts"], drum_threshold)}
-        rows.append(row)
-        spectrogram_png(out / f"{item['id']}.png", [wav], item["sample_rate"])
-    return {"kind": "corpus", "items": len(rows), "mean": _summary(rows, LOOP_KEYS), "per_item": rows}
-
-
-def eval_generate(model_path: str, out: Path, prompts: int, seed: int, bars: int, mode: str | None,
-                  drum_threshold: float) -> dict:
-    import soundfile as sf
-
-    from engine.conditioners.text import describe
-    from engine.data.synth import sample_spec
-    from engine.models.pretrained import load_model
-
-    model = load_model(model_path)
-    sr = model.sample_rate
-    rows = []
-    for i in range(prompts):
-        spec = sample_spec(seed, i)
-        text = describe(spec.description, spec.bpm, spec.key)
-        n_bars = bars
-        duration = n_bars * spec.beats_per_bar * 60.0 / spec.bpm   # past a segment: in windows
-        # the session tempo, as the bridge and `generate --bars` give it
-        params = {"duration": duration, "seed": seed + i, "bpm": spec.bpm,
-                  "beats_per_bar": spec.beats_per_bar}
-        if mode:
-            params["mode"] = mode
-        model.set_generation_params(**params)
-        wav = model.generate([text])[0].mean(dim=0).cpu().numpy()
-        sf.write(out / f"prompt_{i:03d}.wav", wav, sr)
-        row = {"prompt": text, "bars": n_bars, "seconds": duration, **loop_metrics(wav, sr, spec.bpm, spec.key, "drums" in spec.parts, drum_threshold)}
-        rows.append(row)
-        spectrogram_png(out / f"prompt_{i:03d}.png", [wav], sr)
-    return {"kind": "generate", "model": model_path, "mode": mode, "items": len(rows),
-            "mean": _summary(rows, LOOP_KEYS), "per_item": rows}
 
 
 def _run(args: argparse.Namespace) -> int:
+    from engine.evaluation import metrics, suites
+
+    if getattr(args, "drum_threshold", 0.0) is None:
+        args.drum_threshold = metrics.DRUM_THRESHOLD
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.eval_command == "codec":
         from engine.training.codec import load_trained_codec
-        result = eval_codec(load_trained_codec(args.codec), args.data, out, args.items, args.seconds, args.split)
+        result = suites.eval_codec(load_trained_codec(args.codec), args.data, out, args.items, args.seconds, args.split)
     elif args.eval_command == "corpus":
-        result = eval_corpus(args.data, out, args.items, args.drum_threshold)
+        result = suites.eval_corpus(args.data, out, args.items, args.drum_threshold)
     else:
-        result = eval_generate(args.model, out, args.prompts, args.seed, args.bars, args.mode, args.drum_threshold)
+        result = suites.eval_generate(args.model, out, args.prompts, args.seed, args.bars, args.mode, args.drum_threshold)
     (out / "results.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({"kind": result["kind"], "items": result["items"], "mean": result["mean"]}, indent=1))
     return 0
@@ -174,5 +59,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--out", required=True, help="output folder (results.json + PNGs)")
         q.set_defaults(func=_run)
     for q in (g, k):
-        q.add_argument("--drum-threshold", type=float, default=M.DRUM_THRESHOLD,
-                       help="percussive energy share above which a clip has drums")
+        q.add_argument("--drum-threshold", type=float, default=None,
+                       help="percussive energy share above which a clip has drums "
+                            "(default: the estimator's own, metrics.DRUM_THRESHOLD)")

@@ -18,7 +18,8 @@ import torch
 from engine.backends.base import ConditionTensors, StepBackend
 from engine.conditioners.chroma import ChromaExtractor, melody_chroma, null_chroma
 from engine.conditioners.key import caption_key
-from engine.conditioners.text import TextEncoder, caption_bpm
+from engine.conditioners.caption import caption_bpm
+from engine.conditioners.text import TextEncoder
 from engine.decoding.ar import ProgressCallback, generate_ar
 from engine.decoding.delay_pattern import DelayPattern
 from engine.decoding.params import ARParams

@@ -1,7 +1,8 @@
 """``load_model(name_or_path)``: resolve a model name or a local checkpoint folder to a model.
 
 - ``"debug"``: a tiny random model built in code with a fixed seed (debug codec, debug LM,
-  debug text encoder); the whole public API runs on it in seconds.
+  debug text encoder); the whole public API runs on it in seconds. ``"debug-magnet"``: its
+  MAGNeT sibling (every mode: ar, magnet, hybrid).
 - ``"default"``: the embedded model in ``presets/default_model/`` (native format). Until one
   is shipped there, a small RANDOMLY INITIALISED model stands in, with a loud warning on every
   load (``model.is_placeholder`` is True).
@@ -30,7 +31,7 @@ from engine.models.native_format import NativeCheckpoint, is_native_dir, load_na
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "presets" / "default_model"
 DEBUG_SEED = 0
 DEBUG_TEXT = {"kind": "debug", "seed": DEBUG_SEED, "dim": debug_lm_config().cond_dim}
-EXPECTED = ("'debug', 'default', or a directory holding barforge.json (barforge native), "
+EXPECTED = ("'debug', 'debug-magnet', 'default', or a directory holding barforge.json (barforge native), "
             "config.json (Hugging Face MusicGen), state_dict.bin + compression_state_dict.bin "
             "(audiocraft) or manifest.json (ONNX bundle)")
 PLACEHOLDER_WARNING = (
@@ -53,6 +54,9 @@ def load_model(name_or_path: str | os.PathLike, provider: str | None = None) -> 
                          f"manifest.json); {name!r} is a PyTorch model, which runs on torch")
     if name == "debug":
         return build_debug_model()
+    if name == "debug-magnet":
+        from engine.models.magnet import debug_magnet
+        return debug_magnet()
     if name == "default":
         return load_default_model()
     path = Path(name).expanduser()

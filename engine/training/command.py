@@ -18,11 +18,12 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from engine.conditioners.key import KEY_CLASSES
-from engine.training.common import LoopOptions, checkpoint_dir, run_training, setup_distributed
+    from engine.training.common import LoopOptions
 
 
 def _common(p: argparse.ArgumentParser, lr: float, batch: int) -> None:
@@ -60,6 +61,10 @@ def _lm_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _setup(args: argparse.Namespace):
+    import torch
+
+    from engine.training.common import LoopOptions, setup_distributed
+
     if args.steps < 1 or args.batch_size < 1:
         raise ValueError(f"--steps and --batch-size must be >= 1, got {args.steps}, {args.batch_size}")
     if args.threads:
@@ -81,6 +86,7 @@ def _report(kind: str, result: dict, dist, opts: LoopOptions, audio_s_per_step: 
 def _run_codec(args: argparse.Namespace) -> int:
     from engine.models.encodec import CodecConfig
     from engine.training.codec import CodecLossWeights, CodecTask
+    from engine.training.common import run_training
     from engine.training.dataset import AudioCrops
 
     dist, opts = _setup(args)
@@ -113,7 +119,10 @@ CODE_CACHE_VERSION = b"codes-v2"   # v2: per-loop key classes
 
 
 def _lm_data(args: argparse.Namespace, dist, segment: int):
+    import torch
+
     from engine.training.codec import load_trained_codec
+    from engine.training.common import checkpoint_dir
     from engine.training.dataset import CodeSegments, encode_corpus
 
     # Keyed by the cache layout, the codec's weights, the corpus index and the text encoder: a
@@ -143,8 +152,10 @@ def _init_state(directory: str | None) -> dict[str, torch.Tensor] | None:
 
 
 def _run_lm(args: argparse.Namespace, kind: str) -> int:
+    from engine.conditioners.key import KEY_CLASSES
     from engine.models.lm import LMConfig
     from engine.training.codec import load_trained_codec
+    from engine.training.common import run_training
 
     dist, opts = _setup(args)
     codec = load_trained_codec(args.codec)

@@ -76,7 +76,7 @@ class AudioCrops:
 def text_variants(item: dict) -> list[str]:
     """The captions an item trains with: the full caption, the key also in the text, bpm only,
     and the bare description (so prompts without metadata still work)."""
-    from engine.conditioners.text import describe
+    from engine.conditioners.caption import describe
 
     desc, bpm, key = item["description"], item["bpm"], item["key"]
     return [describe(desc, bpm, key), describe(f"{desc}, {key}", bpm, key),

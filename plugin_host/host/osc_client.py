@@ -97,7 +97,8 @@ class OscClient:
         raise TimeoutError(f"no reply from {self.server[0]}:{self.server[1]} within {timeout} s")
 
     def wait_pong(self, timeout: float = 30.0) -> tuple[int, str]:
-        """Ping until the server answers; (protocol_version, server_version)."""
+        """Ping until the server answers; (protocol_version, server_version). TimeoutError
+        naming the address and the whole wait when no server answers within ``timeout`` s."""
         end = time.monotonic() + timeout
         while True:
             self.ping()
@@ -105,9 +106,12 @@ class OscClient:
                 _, args = self.wait_for(lambda a, _: a == PREFIX + "pong",
                                         min(1.0, max(0.01, end - time.monotonic())))
                 return int(args[0]), str(args[1])
-            except TimeoutError:
-                if time.monotonic() > end:
-                    raise
+            except (TimeoutError, ConnectionRefusedError):
+                if time.monotonic() >= end:
+                    host, port = self.server[:2]
+                    raise TimeoutError(f"no barforge server answered a ping at {host}:{port} "
+                                       f"within {timeout:g} s (is `barforge serve --port {port}` "
+                                       "running?)") from None
 
     def wait_ack(self, what: str, timeout: float = 10.0) -> None:
         address, args = self.wait_for(
