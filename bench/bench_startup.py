@@ -1,19 +1,20 @@
 """Start-up and end-to-end wall time of the ``barforge`` command, a fresh process each run.
 
-    python bench/bench_startup.py [--runs 5] [--out bench/RESULTS_startup.md]
+    python bench/bench_startup.py [--runs 5] [--baseline DIR] [--out bench/RESULTS_startup.md]
 
 Times (median and max of ``--runs``), from process start to exit: ``barforge --help``; a bad
 argument (``--bars 0``); README's first command, ``barforge generate ... --model default --bars 4
---bpm 90`` (to the WAV written); with the peak RSS of the generating process. Refuses to report
-when the machine is busy (1-minute load average above ``--max-load``): other jobs on 2 cores
-make start-up times meaningless.
+--bpm 90`` (to the WAV written), with each process's peak RSS. Every process is
+``python -m engine.cli`` with ``PYTHONPATH`` set to the tree measured: this checkout, and with
+``--baseline DIR`` another checkout (an older commit, ``git worktree add DIR REV``), run
+alternately, case by case, so both see the same machine. Refuses to report when the machine is
+busy (1-minute load average above ``--max-load``): other jobs on 2 cores make start-up times
+meaningless.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import append_results  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 CASES = {
     "barforge --help": ["--help"],
     "bad argument (--bars 0)": ["generate", "x", "--bars", "0", "--bpm", "90", "-o", "x.wav"],
@@ -33,20 +35,22 @@ CASES = {
 }
 
 
-def run_once(argv: list[str], cwd: str) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one fresh ``barforge`` process."""
-    exe = shutil.which("barforge") or sys.exit("barforge is not on PATH: pip install -e .")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def run_once(tree: Path, argv: list[str], cwd: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one fresh ``barforge`` process from ``tree``."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    # /usr/bin/time reports this one process's peak RSS (getrusage of children keeps the maximum)
     t0 = time.perf_counter()
-    subprocess.run([exe, *argv], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-m", "engine.cli", *argv],
+                         cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) / 1024
+    return wall, int(out.stderr.strip().splitlines()[-1]) / 1024
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--baseline", type=Path, default=None, help="another checkout to compare")
     ap.add_argument("--max-load", type=float, default=0.5)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS_startup.md")
     args = ap.parse_args()
@@ -55,23 +59,27 @@ def main() -> int:
         print(f"refusing to measure: 1-minute load average {load:.2f} > {args.max_load}",
               file=sys.stderr)
         return 1
+    trees = {"this checkout": ROOT}
+    if args.baseline is not None:
+        trees["baseline " + args.baseline.name] = args.baseline.resolve()
     rows = []
     with tempfile.TemporaryDirectory() as cwd:
         for name, argv in CASES.items():
-            run_once(argv, cwd)                     # page cache warm, as on a second use
-            times = []
+            results: dict[str, list[tuple[float, float]]] = {t: [] for t in trees}
+            for tree in trees.values():
+                run_once(tree, argv, cwd)           # page cache warm, as on a second use
             for _ in range(args.runs):
-                wall, _ = run_once(argv, cwd)
-                times.append(wall)
-            rows.append((name, statistics.median(times), max(times)))
-    # ru_maxrss of children is the largest child so far: the generating process
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+                for label, tree in trees.items():
+                    results[label].append(run_once(tree, argv, cwd))
+            for label, runs in results.items():
+                walls = [w for w, _ in runs]
+                rows.append((name, label, statistics.median(walls), max(walls),
+                             max(r for _, r in runs)))
     load_after = os.getloadavg()[0]
-    text = (f"\n## {time.strftime('%Y-%m-%d %H:%M')} — {args.runs} fresh processes each, "
+    text = (f"\n## {time.strftime('%Y-%m-%d %H:%M')}: {args.runs} fresh processes each, "
             f"load average {load:.2f} before / {load_after:.2f} after, {os.cpu_count()} cores\n\n"
-            "| command | median wall s | max wall s |\n|---|---|---|\n"
-            + "".join(f"| {n} | {m:.2f} | {x:.2f} |\n" for n, m, x in rows)
-            + f"\nPeak RSS of the largest process (generate): {peak:.0f} MiB\n")
+            "| command | tree | median wall s | max wall s | peak RSS MiB |\n|---|---|---|---|---|\n"
+            + "".join(f"| {n} | {t} | {m:.2f} | {x:.2f} | {r:.0f} |\n" for n, t, m, x, r in rows))
     append_results(args.out, "barforge start-up and end-to-end times", text)
     return 0
 
