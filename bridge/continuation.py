@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 
-from bridge import tempo
+from engine import tempo
 
 PROMPT_SECONDS = 4.0   # the window of live audio the model continues from
 SAFETY = 1.25          # margin on the generation-time estimate

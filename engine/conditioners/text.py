@@ -22,6 +22,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from engine.tempo import BPM_RANGE
+
 
 class TextEncoder(Protocol):
     dim: int
@@ -57,10 +59,12 @@ _BPM_PAIR = re.compile(r"\bbpm:\s*([0-9]+(?:\.[0-9]*)?)", re.IGNORECASE)
 
 
 def caption_bpm(caption: str | None) -> float | None:
-    """The tempo a caption states in audiocraft's ``"bpm: 120.0"`` pair, or None."""
+    """The tempo a caption states in audiocraft's ``"bpm: 120.0"`` pair, or None (also when it
+    lies outside ``engine.tempo.BPM_RANGE``: such text is a description, not a tempo)."""
     match = _BPM_PAIR.search(caption or "")
     bpm = float(match.group(1)) if match else None
-    return bpm if bpm is not None and 0 < bpm < 1000 else None
+    low, high = BPM_RANGE
+    return bpm if bpm is not None and low <= bpm <= high else None
 
 
 def null_condition(hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
