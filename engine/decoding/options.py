@@ -31,6 +31,8 @@ USER_TO_API: dict[str, str] = {"mode": "mode", "seed": "seed", "temperature": "t
                                "top_k": "top_k", "top_p": "top_p", "cfg": "cfg_coef",
                                "steps": "decoding_steps"}
 
+_API_TO_USER = {api: user for user, api in USER_TO_API.items() if api != user}
+
 # shared sampling keyword -> the MAGNeT._configure keywords it sets, per mode
 _SAMPLING_TARGETS: dict[str, dict[str, tuple[str, ...]]] = {
     "ar": {"temperature": ("ar_temperature",), "top_k": ("ar_top_k",),
@@ -67,11 +69,14 @@ def api_params(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def refuse_inapplicable(mode: str, params: Mapping[str, Any]) -> None:
-    """ValueError naming the first keyword of ``params`` that does not apply to ``mode``."""
+    """ValueError naming the first keyword of ``params`` that does not apply to ``mode`` (with
+    its user-facing name, e.g. ``decoding_steps (steps)``)."""
     for name in sorted(params):
         modes = MODE_ONLY.get(name)
         if modes is not None and mode not in modes:
-            raise ValueError(f"{name} does not apply to mode {mode!r} (only to "
+            alias = _API_TO_USER.get(name)
+            named = name if alias is None else f"{name} ({alias})"
+            raise ValueError(f"{named} does not apply to mode {mode!r} (only to "
                              f"{' and '.join(modes)})")
 
 
@@ -84,7 +89,7 @@ def magnet_keywords(mode: str, params: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in params.items() if k not in targets}
     for name, value in params.items():
         for target in targets.get(name, ()):
-            if target in params:
+            if target != name and target in params:
                 raise ValueError(f"give {name} or {target}, not both (in mode {mode!r}, "
                                  f"{name} sets {target})")
             out[target] = value
