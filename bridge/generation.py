@@ -104,7 +104,8 @@ def generate_audio(model: Any, settings: Settings, samples: int, sample_rate: in
     """
     params = settings.model_params()
     model.set_generation_params(**params)   # the mode's own frame multiple for the length
-    prompt_frames = 0 if prompt is None else math.ceil(prompt.shape[0] * model.frame_rate / prompt_rate)
+    prompt_frames = (0 if prompt is None
+                     else math.ceil(prompt.shape[0] * model.frame_rate / prompt_rate))
     duration = duration_for(samples, sample_rate, model, min_frames=prompt_frames + 1)
     if duration > model.max_duration:
         params["extend_stride"] = EXTEND_STRIDE * model.max_duration

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from engine.decoding.options import api_params
-from engine.tempo import (BARS_RANGE, BEATS_PER_BAR_RANGE, Tempo, check_bpm, check_integer,
-                          duration_for)
+from engine.tempo import (BARS_RANGE, BEATS_PER_BAR_RANGE, SAMPLE_RATE_RANGE, Tempo, check_bpm,
+                          check_integer, duration_for)
 
 MODES = ("ar", "magnet", "hybrid")
 SAMPLING_FLAGS = ("mode", "seed", "temperature", "top_k", "top_p", "cfg", "steps")
@@ -145,7 +145,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from engine.conditioners.key import key_index
     from engine.conditioners.text import describe
     if args.sample_rate is not None:
-        _in_range("--sample-rate", args.sample_rate, 8000, 192000)
+        check_integer("--sample-rate", args.sample_rate, SAMPLE_RATE_RANGE)
     description, tempo = args.prompt, None
     if args.key is not None:
         parts = args.key.split()
@@ -190,7 +190,7 @@ def run_continue(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.input} holds no audio")
     model = _load(args)
     out_rate = args.sample_rate or in_rate
-    _in_range("--sample-rate", out_rate, 8000, 192000)
+    check_integer("--sample-rate", int(out_rate), SAMPLE_RATE_RANGE)
     max_prompt = model.max_duration / 2
     _in_range("--prompt-seconds", args.prompt_seconds, 0.02, max_prompt)
     prompt = audio[-int(round(args.prompt_seconds * in_rate)):]

@@ -73,7 +73,8 @@ class Tempo:
         object.__setattr__(self, "bpm", check_bpm(self.bpm))
         check_integer("beats_per_bar", self.beats_per_bar, BEATS_PER_BAR_RANGE)
         if not _is_number(self.start_beat) or not math.isfinite(self.start_beat):
-            raise ValueError(f"start_beat must be a finite number of beats, got {self.start_beat!r}")
+            raise ValueError(f"start_beat must be a finite number of beats, "
+                             f"got {self.start_beat!r}")
         # only the position in the bar matters; reducing it keeps float32 phases exact
         object.__setattr__(self, "start_beat", float(self.start_beat) % self.beats_per_bar)
 
