@@ -7,6 +7,7 @@ input space (bars 1-64, BPM 20-400 with 3 decimals, 1-32 beats per bar, 8-192 kH
 (API, CLI, bridge; the debug MAGNeT in every mode, the default model and an ONNX bundle of it)
 draw the same space with the clip length capped so that a run takes a moment.
 """
+import itertools
 import math
 import os
 import socket
@@ -216,6 +217,7 @@ class _Bridge:
         self.client.bind(("127.0.0.1", 0))
         self.client.settimeout(120.0)
         self.bridge.jobs.start()
+        self.jobs = itertools.count()
 
     def send(self, address, *args):
         from bridge.osc_protocol import build
@@ -252,7 +254,8 @@ def test_bridge_publishes_exactly_the_bars_in_every_mode(bridge_in_process, mode
     b.send("/barforge/transport", float(bpm), beats, rate)
     assert b.reply("/barforge/ack", "/barforge/error") == ("/barforge/ack", ["transport"])
     steps = () if mode == "ar" else ("steps", "1,1,1,1")
-    b.send("/barforge/generate", "j", "drums", bars, "mode", mode, "seed", 5, *steps)
+    job = f"j{next(b.jobs)}"   # a finished job's id is free only once the worker lets it go
+    b.send("/barforge/generate", job, "drums", bars, "mode", mode, "seed", 5, *steps)
     address, done = b.reply("/barforge/done", "/barforge/error")
     assert address == "/barforge/done", done
     exact = reference_frames(bars, bpm, beats, rate)
