@@ -1,8 +1,8 @@
 """The shipped default model: 4 bars at 120 BPM (8 s) per mode, torch vs onnxruntime.
 
 Each runtime runs in its own subprocess, so the peak RSS beside its times is its own. Per mode:
-``set_generation_params(duration=8.0, mode=M, seed=r, bpm=120)`` (the model's packaged
-defaults fill in the rest, e.g. its MAGNeT decoding steps) and ``generate([PROMPT])``, ``--reps``
+``set_generation_params(duration=8.0, mode=M, seed=r)`` (the model's packaged defaults fill
+in the rest, e.g. its MAGNeT decoding steps) and ``generate([PROMPT], tempo=Tempo(120))``, ``--reps``
 runs; the first includes warm-up, the best is reported. onnxruntime runs a bundle that
 ``barforge export`` writes first (into ``--bundle``, reused when present). torch runs on its
 native CPU kernels as the bridge does (engine/inference_kernels.py), and once more with oneDNN
@@ -41,6 +41,7 @@ def run_one(model: str, provider: str, threads: int, reps: int) -> dict:
     torch.set_num_threads(threads)
     from engine.inference_kernels import use_native_cpu_kernels
     from engine.models.pretrained import load_model
+    from engine.tempo import Tempo
 
     if provider == "torch":
         use_native_cpu_kernels()
@@ -50,9 +51,9 @@ def run_one(model: str, provider: str, threads: int, reps: int) -> dict:
     for mode in MODES:
         times = []
         for rep in range(reps):
-            m.set_generation_params(duration=8.0, mode=mode, seed=rep, bpm=120)
+            m.set_generation_params(duration=8.0, mode=mode, seed=rep)
             t = time.perf_counter()
-            wav = m.generate([PROMPT])
+            wav = m.generate([PROMPT], tempo=Tempo(120))
             times.append(time.perf_counter() - t)
         result[mode] = {"best": round(min(times), 3), "all": [round(x, 3) for x in times],
                         "samples": int(wav.shape[-1])}

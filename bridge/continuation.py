@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 
-from bridge import tempo
+from engine import tempo
 
 PROMPT_SECONDS = 4.0   # the window of live audio the model continues from
 SAFETY = 1.25          # margin on the generation-time estimate
@@ -89,7 +89,7 @@ def plan(beat_at_end: float, read_at: float, bpm: Fraction, beats_per_bar: int, 
     ``seconds_per_second`` times the audio to generate) ends after the bar line.
     """
     now = time.monotonic() if now is None else now
-    spb = tempo.seconds_per_beat(bpm)
+    spb = tempo.Tempo(bpm, beats_per_bar).seconds_per_beat
     elapsed = Fraction(now - read_at)
     first = tempo.next_bar_line(beat_at_end, beats_per_bar)
     for start, skipped in ((first, False), (first + beats_per_bar, True)):

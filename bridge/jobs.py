@@ -37,6 +37,7 @@ class Job:
     reply_to: tuple[str, int]
     transport: Any
     settings: Any = None
+    frames: int = 0          # the clip's exact length at the transport's rate, computed at accept
     accepted_at: float = field(default_factory=time.monotonic)
     cancel: threading.Event = field(default_factory=threading.Event)
 

@@ -17,7 +17,7 @@ from typing import Any, Union
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
-from bridge import tempo
+from engine import tempo
 
 PROTOCOL_VERSION = 1
 PREFIX = "/barforge/"
@@ -214,11 +214,10 @@ def _parse_message(address: str, args: list[Any], presets: Collection[str] | Non
         return Status()
     if name == "transport":
         _arity(args, address, 3)
-        received = _float(args[0], "bpm")
-        bpm = tempo.quantize_bpm(received)
-        lo, hi = tempo.BPM_RANGE
-        if not lo <= bpm <= hi:
-            raise _Bad(f"bpm must be in {lo}..{hi}, got {received}")
+        try:
+            bpm = tempo.check_bpm(_float(args[0], "bpm"))
+        except ValueError as e:
+            raise _Bad(str(e)) from None
         return Transport(bpm, _int(args[1], "beats_per_bar", *tempo.BEATS_PER_BAR_RANGE),
                          _int(args[2], "sample_rate", *tempo.SAMPLE_RATE_RANGE))
     if name == "capture":

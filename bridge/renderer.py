@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from bridge import clip_render, continuation, tempo
+from bridge import clip_render, continuation
 from bridge.generation import Settings, generate_audio
 from bridge.jobs import Job
 from bridge.osc_protocol import Continue
 from bridge.persistence import ClipStore
+from engine.tempo import Tempo
 
 log = logging.getLogger("bridge.renderer")
 CAPTURE_MAX_BLOCK = 8192  # barforge_shm.h BF_CAPTURE_MAX_BLOCK: a reader leaves this much alone
@@ -74,8 +75,7 @@ class Renderer:
 
     def _finish(self, job: Job, settings: Settings, audio: np.ndarray, start: int, seam: str,
                 start_beat: float, extra: dict[str, Any]) -> tuple[Published, int]:
-        t = job.transport
-        frames = tempo.frames_for_bars(job.request.bars, t.bpm, t.beats_per_bar, t.sample_rate)
+        t, frames = job.transport, job.frames
         clip, flags = clip_render.cut_clip(audio, start, frames, t.sample_rate, seam)
         clip, loud = clip_render.normalize_loudness(clip, t.sample_rate, settings.loudness)
         job.check_cancel()
@@ -96,15 +96,19 @@ class Renderer:
 
     def _generate(self, job: Job, settings: Settings, progress: Any) -> Published:
         t = job.transport
-        frames = tempo.frames_for_bars(job.request.bars, t.bpm, t.beats_per_bar, t.sample_rate)
-        clip_s = frames / t.sample_rate
+        samples = job.frames + self._margin_frames(t.sample_rate)
         t0 = time.monotonic()
-        wav = generate_audio(self.model, settings, clip_s + clip_render.SEAM_MARGIN_S, progress,
-                             tempo=(float(t.bpm), t.beats_per_bar, 0.0))
-        self.speed.record(settings.mode, time.monotonic() - t0, clip_s + clip_render.SEAM_MARGIN_S)
+        wav = generate_audio(self.model, settings, samples, t.sample_rate, progress,
+                             Tempo(t.bpm, t.beats_per_bar))
+        self.speed.record(settings.mode, time.monotonic() - t0, samples / t.sample_rate)
         audio = self._to_host(wav, settings.channels, t.sample_rate)
         published, _ = self._finish(job, settings, audio, 0, "start", -1.0, {})
         return published
+
+    @staticmethod
+    def _margin_frames(sample_rate: int) -> int:
+        """Frames generated past a clip's end for its loop seam (``SEAM_MARGIN_S``)."""
+        return round(clip_render.SEAM_MARGIN_S * sample_rate)
 
     def _continue(self, job: Job, settings: Settings, progress: Any) -> Published:
         t = job.transport
@@ -118,19 +122,21 @@ class Renderer:
         read_at = time.monotonic()
         if window is None or window.audio.shape[0] < max(1, n):
             raise NoCapture(f"the capture ring holds too little audio ({n} frames usable)")
-        frames = tempo.frames_for_bars(job.request.bars, t.bpm, t.beats_per_bar, t.sample_rate)
-        clip_s = frames / t.sample_rate
+        clip_s = job.frames / t.sample_rate
         p = continuation.plan(window.beat_at_end, read_at, t.bpm, t.beats_per_bar, clip_s,
                               clip_render.SEAM_MARGIN_S, self.speed.seconds_per_second(settings.mode))
         prompt = clip_render.match_channels(window.audio.astype(np.float32), self.model.audio_channels)
-        t0 = time.monotonic()
-        prompt_beats = window.audio.shape[0] / capture_rate * float(t.bpm) / 60
-        wav = generate_audio(self.model, settings, p.new_s, progress, prompt, capture_rate,
-                             tempo=(float(t.bpm), t.beats_per_bar, window.beat_at_end - prompt_beats))
-        self.speed.record(settings.mode, time.monotonic() - t0, p.new_s)
-        audio = self._to_host(wav, settings.channels, t.sample_rate)
         prompt_end_s = Fraction(window.audio.shape[0], capture_rate)
         start = continuation.clip_start_frame(prompt_end_s, p.gap_s, t.sample_rate)
+        t0 = time.monotonic()
+        prompt_beats = window.audio.shape[0] / capture_rate * float(t.bpm) / 60
+        wav = generate_audio(self.model, settings,
+                             start + job.frames + self._margin_frames(t.sample_rate),
+                             t.sample_rate, progress,
+                             Tempo(t.bpm, t.beats_per_bar, window.beat_at_end - prompt_beats),
+                             prompt, capture_rate)
+        self.speed.record(settings.mode, time.monotonic() - t0, p.new_s)
+        audio = self._to_host(wav, settings.channels, t.sample_rate)
         extra = {"capture_end_frame": int(window.end_frame), "capture_beat_at_end": window.beat_at_end,
                  "capture_sample_rate": capture_rate, "prompt_frames": int(window.audio.shape[0]),
                  "clip_start_in_generated": start, "skipped_next_bar": p.skipped_bar}

@@ -14,11 +14,12 @@ import time
 from typing import Any
 
 from bridge import osc_protocol as proto
-from bridge import tempo
+from bridge.clip_render import SEAM_MARGIN_S
 from bridge.generation import resolve_settings
 from bridge.jobs import Cancelled, DuplicateJob, Job, JobQueue, QueueFull
 from bridge.presets import Preset
 from bridge.renderer import NoCapture, Renderer
+from engine.tempo import Tempo
 
 log = logging.getLogger("bridge")
 SERVER_VERSION = "barforge-0.1.0"
@@ -92,19 +93,20 @@ class Bridge:
         t = self.transport
         if t is None:
             return proto.ErrorReply(req.job, "no_transport", "send /barforge/transport before asking for clips")
-        frames = tempo.frames_for_bars(req.bars, t.bpm, t.beats_per_bar, t.sample_rate)
+        frames = Tempo(t.bpm, t.beats_per_bar).frames(req.bars, t.sample_rate)
         if frames > self.slot_capacity_frames:
             return proto.ErrorReply(req.job, "too_long", f"{req.bars} bars at {float(t.bpm)} bpm are {frames} "
                                     f"frames; a slot holds {self.slot_capacity_frames}")
         if isinstance(req, proto.Continue) and self.capture_rate is None:
             return proto.ErrorReply(req.job, "no_capture", "send /barforge/capture and write audio first")
         try:
-            settings = resolve_settings(self.renderer.model, req.prompt or "", t.bpm, req.options,
+            settings = resolve_settings(self.renderer.model, req.prompt or "",
+                                        Tempo(t.bpm, t.beats_per_bar), req.options,
                                         self.server_preset, self.presets, self._mode_for(req),
-                                        MAX_CHANNELS)
+                                        MAX_CHANNELS, frames / t.sample_rate + SEAM_MARGIN_S)
         except ValueError as e:
             return proto.ErrorReply(req.job, "bad_argument", str(e))
-        job = Job(req.job, req, addr, t, settings=settings)
+        job = Job(req.job, req, addr, t, settings=settings, frames=frames)
         try:
             self.jobs.submit(job, lambda j: self.send(addr, proto.build(proto.PREFIX + "accepted", j.id)))
         except QueueFull:

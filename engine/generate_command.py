@@ -1,8 +1,9 @@
 """``barforge generate`` (text -> WAV, N bars at a BPM or S seconds) and ``barforge continue``.
 
-Bars are exact: ``frames = round(bars * beats_per_bar * 60 * sample_rate / bpm)`` in rational
-arithmetic (bpm first rounded to a thousandth, ties away from zero, as docs/PROTOCOL.md), the
-model is asked for a little more audio, and the output is cut to exactly that many frames.
+Bars are exact: the length is engine/tempo.py's ``Tempo.frames`` (rational arithmetic, bpm
+rounded to a thousandth, as docs/PROTOCOL.md), the model is asked for the codec frames that
+cover it after resampling (``duration_for``), and the output is cut to exactly that many frames.
+Sampling flags go through engine/decoding/options.py, which honours or refuses each in the mode.
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import argparse
 import os
 import sys
 import tempfile
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,25 +18,13 @@ if TYPE_CHECKING:   # numpy and torch load when a command runs, so --help and ba
     import numpy as np
     import torch
 
+from engine.decoding.options import api_params
+from engine.tempo import (BARS_RANGE, BEATS_PER_BAR_RANGE, SAMPLE_RATE_RANGE, Tempo, check_bpm,
+                          check_integer, duration_for)
+
 MODES = ("ar", "magnet", "hybrid")
-MARGIN_FRAMES = 2  # codec frames asked beyond the exact length, so resampling never falls short
+SAMPLING_FLAGS = ("mode", "seed", "temperature", "top_k", "top_p", "cfg", "steps")
 MAX_DEFAULT_PROMPT_S = 10.0   # continue's prompt when --prompt-seconds is not given, if the model takes it
-
-
-def round_half_away(x: Fraction) -> int:
-    """Round a fraction to the nearest integer, ties away from zero."""
-    n = (abs(x.numerator) * 2 + x.denominator) // (2 * x.denominator)
-    return n if x >= 0 else -n
-
-
-def exact_bpm(bpm: float) -> Fraction:
-    """The tempo as an exact fraction, rounded to a thousandth (a float32 60.2 is 60.2)."""
-    return Fraction(round(bpm * 1000), 1000)
-
-
-def bar_frames(bars: int, bpm: Fraction, beats_per_bar: int, sample_rate: int) -> int:
-    """Frames of ``bars`` bars: round(bars * beats_per_bar * 60 * sample_rate / bpm)."""
-    return round_half_away(Fraction(bars * beats_per_bar * 60 * sample_rate) / bpm)
 
 
 def _in_range(name: str, value: float, low: float, high: float) -> None:
@@ -61,7 +49,12 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens")
     p.add_argument("--top-p", type=float, default=None,
                    help="nucleus sampling mass (> 0 overrides --top-k)")
-    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance coefficient")
+    p.add_argument("--cfg", type=float, default=None,
+                   help="classifier-free guidance coefficient of the mode (MAGNeT: the guidance "
+                        "its anneal starts from, ending at 1)")
+    p.add_argument("--steps", type=_steps, default=None,
+                   help="MAGNeT decoding steps per codebook, e.g. 20,10,10,10 (magnet and "
+                        "hybrid modes)")
     p.add_argument("--sample-rate", type=int, default=None,
                    help="sample rate of the WAV (default: the model's; for continue, the "
                         "input's)")
@@ -107,16 +100,22 @@ def _load(args: argparse.Namespace) -> Any:
     return model
 
 
-def _set_params(model: Any, args: argparse.Namespace, duration: float) -> None:
-    params: dict[str, Any] = {"duration": duration}
-    for arg, name in (("mode", "mode"), ("seed", "seed"), ("temperature", "temperature"),
-                      ("top_k", "top_k"), ("top_p", "top_p"), ("cfg", "cfg_coef")):
-        value = getattr(args, arg)
-        if value is not None:
-            params[name] = value
-    if getattr(args, "bars", None) is not None:   # the tempo, for beat-conditioned models
-        params.update(bpm=args.bpm, beats_per_bar=args.beats_per_bar)
-    model.set_generation_params(**params)
+def _steps(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as "
+                                         f"20,10,10,10, got {text!r}") from None
+
+
+def _set_params(model: Any, args: argparse.Namespace, samples: int, sample_rate: int,
+                min_frames: int = 0) -> None:
+    """The sampling flags (engine/decoding/options.py) and the duration that covers
+    ``samples`` at ``sample_rate``."""
+    params = api_params({flag: getattr(args, flag) for flag in SAMPLING_FLAGS})
+    model.set_generation_params(**params)   # refuses a flag the mode does not take
+    model.set_generation_params(duration=duration_for(samples, sample_rate, model, min_frames),
+                                **params)
 
 
 def _resample(wav: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -152,8 +151,8 @@ def run_generate(args: argparse.Namespace) -> int:
     from engine.conditioners.key import key_index
 
     if args.sample_rate is not None:
-        _in_range("--sample-rate", args.sample_rate, 8000, 192000)
-    description, exact, bpm_pair = args.prompt, None, None
+        check_integer("--sample-rate", args.sample_rate, SAMPLE_RATE_RANGE)
+    description, tempo = args.prompt, None
     if args.key is not None:
         parts = args.key.split()
         if len(parts) != 2:
@@ -162,29 +161,22 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.bars is not None:
         if args.bpm is None:
             raise ValueError("--bars needs --bpm")
-        _in_range("--bars", args.bars, 1, 64)
-        _in_range("--bpm", args.bpm, 20, 400)
-        _in_range("--beats-per-bar", args.beats_per_bar, 1, 32)
-        bpm = exact_bpm(args.bpm)
-        bpm_pair = int(bpm) if bpm.denominator == 1 else float(bpm)
+        check_integer("--bars", args.bars, BARS_RANGE)
+        check_integer("--beats-per-bar", args.beats_per_bar, BEATS_PER_BAR_RANGE)
+        tempo = Tempo(check_bpm(args.bpm, "--bpm"), args.beats_per_bar)
     else:
         if args.bpm is not None:
             raise ValueError("--bpm goes with --bars (use one of --duration or --bars/--bpm)")
         _in_range("--duration", args.duration, 0.02, 3600)
-    if bpm_pair is not None or args.key is not None:
-        description = describe(args.prompt, bpm=bpm_pair, key=args.key)
+    if tempo is not None or args.key is not None:
+        description = describe(args.prompt, bpm=None if tempo is None else tempo.caption_bpm,
+                               key=args.key)
     model = _load(args)
     out_rate = args.sample_rate or model.sample_rate
-    if args.bars is not None:
-        exact = bar_frames(args.bars, bpm, args.beats_per_bar, out_rate)
-        seconds = exact / out_rate
-    else:
-        seconds = args.duration
-        exact = round(seconds * out_rate)
-    _set_params(model, args, seconds + MARGIN_FRAMES / model.frame_rate)
-    wav = _to_numpy(model.generate([description], progress=True))
+    exact = tempo.frames(args.bars, out_rate) if tempo else round(args.duration * out_rate)
+    _set_params(model, args, exact, out_rate)
+    wav = _to_numpy(model.generate([description], progress=True, tempo=tempo))
     wav = _resample(wav, model.sample_rate, out_rate)
-    assert wav.shape[0] >= exact, "the margin must cover resampling"
     write_wav(args.output, wav[:exact], out_rate)
     print(f"wrote {args.output}: {exact} frames ({exact / out_rate:.3f} s) at {out_rate} Hz, "
           f"{wav.shape[1]} channel(s); prompt: {description!r}; model: {model.name}")
@@ -207,7 +199,7 @@ def run_continue(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.input} holds no audio")
     model = _load(args)
     out_rate = args.sample_rate or in_rate
-    _in_range("--sample-rate", out_rate, 8000, 192000)
+    check_integer("--sample-rate", int(out_rate), SAMPLE_RATE_RANGE)
     max_prompt = model.max_duration / 2
     prompt_seconds = args.prompt_seconds
     if prompt_seconds is None:
@@ -215,16 +207,16 @@ def run_continue(args: argparse.Namespace) -> int:
     _in_range("--prompt-seconds", prompt_seconds, 0.02, max_prompt)
     prompt = audio[-int(round(prompt_seconds * in_rate)):]
     prompt_s = prompt.shape[0] / in_rate
-    # the prompt's codec frames (rounded up) plus the new audio plus a margin
+    exact = round((prompt_s + args.duration) * out_rate)
+    # the prompt's codec frames (rounded up) and at least one new one
     prompt_frames = int(np.ceil(prompt_s * model.frame_rate))
-    _set_params(model, args, (prompt_frames + MARGIN_FRAMES) / model.frame_rate + args.duration)
+    _set_params(model, args, exact, out_rate, min_frames=prompt_frames + 1)
     tensor = torch.from_numpy(np.ascontiguousarray(prompt.T))[None]  # [1, C, N]
     wav = _to_numpy(model.generate_continuation(tensor, int(in_rate),
                                                 [args.prompt] if args.prompt else None,
                                                 progress=True))
     wav = _resample(wav, model.sample_rate, out_rate)
-    exact = round((prompt_s + args.duration) * out_rate)
     write_wav(args.output, wav[:exact], out_rate)
-    print(f"wrote {args.output}: {min(exact, wav.shape[0])} frames at {out_rate} Hz "
+    print(f"wrote {args.output}: {exact} frames at {out_rate} Hz "
           f"({prompt_s:.3f} s of prompt + {args.duration:.3f} s new); model: {model.name}")
     return 0

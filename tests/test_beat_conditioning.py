@@ -16,6 +16,7 @@ from engine.conditioners.text import debug_text_encoder
 from engine.models.encodec import EncodecModel, debug_codec_config
 from engine.models.lm import LMConfig, LMModel, debug_lm_config
 from engine.models.musicgen import MusicGen
+from engine.tempo import Tempo
 
 CFG = dataclasses.replace(debug_lm_config(), beat_harmonics=3, key_classes=KEY_CLASSES)
 
@@ -65,22 +66,25 @@ def test_cached_steps_read_the_same_beats_as_one_forward():
     assert not torch.allclose(whole, lm(tokens, ctx.cross_kv), atol=1e-3)   # the beat matters
 
 
-def test_tempo_comes_from_bpm_else_the_caption_and_null_rows_have_none():
+def test_tempo_comes_from_the_request_else_the_caption_and_null_rows_have_none():
     torch.manual_seed(0)
     model = MusicGen("beat", EncodecModel(debug_codec_config()).eval(), _lm(),
                      debug_text_encoder(dim=CFG.cond_dim))
     assert caption_bpm("dusty drums. bpm: 92.5. key: c minor") == 92.5 and caption_bpm("no tempo") is None
-    beat = model._beat(["loop. bpm: 90.0", "free"])
-    assert torch.allclose(beat, torch.tensor([[90 / 60 / model.frame_rate, 4.0, 0.0], [0.0, 4.0, 0.0]]))
-    model.set_generation_params(duration=0.4, bpm=120, beats_per_bar=3, seed=3)
-    assert torch.allclose(model._beat(["loop. bpm: 90.0"]), torch.tensor([[120 / 60 / model.frame_rate, 3.0, 0.0]]))
-    rows = model._condition_rows(model._text(["a", "b"]), None, True, model._beat(["a", "b"]))
+    assert caption_bpm("bpm: 900") is None   # out of range: text, not a tempo
+    beat = model._beat(["loop. bpm: 90.0", "free"], None)
+    assert torch.allclose(beat, torch.tensor([[90 / 60 / model.frame_rate, 4.0, 0.0], [0.0, 0.0, 0.0]]))
+    three = Tempo(120, 3)
+    assert torch.allclose(model._beat(["loop. bpm: 90.0"], three),
+                          torch.tensor([[120 / 60 / model.frame_rate, 3.0, 0.0]]))
+    rows = model._condition_rows(model._text(["a", "b"]), None, True, model._beat(["a", "b"], three))
     assert rows.beat.shape == (4, 3) and float(rows.beat[2:].abs().max()) == 0.0
-    fast = model.generate(["loop"], return_tokens=True)[1]
-    model.set_generation_params(duration=0.4, bpm=60, beats_per_bar=3, seed=3)
-    assert not torch.equal(fast, model.generate(["loop"], return_tokens=True)[1])
+    model.set_generation_params(duration=0.4, seed=3)
+    fast = model.generate(["loop"], return_tokens=True, tempo=three)[1]
+    assert not torch.equal(fast, model.generate(["loop"], return_tokens=True, tempo=Tempo(60, 3))[1])
+    assert torch.equal(fast, model.generate(["loop"], return_tokens=True, tempo=three)[1])
     with pytest.raises(ValueError, match="beats_per_bar"):
-        model.set_generation_params(beats_per_bar=0)
+        Tempo(120, 0)
 
 
 def test_melody_lms_cannot_take_beat_conditioning():
@@ -96,13 +100,15 @@ def test_onnx_bundle_of_a_beat_and_key_conditioned_model_matches_torch(mode, bea
     assert onnx_model.backend.reads_key and onnx_model.ar_backend.reads_key
     out = []
     for m in (torch_model, onnx_model):
-        m.set_generation_params(duration=2.0, mode=mode, use_sampling=False, bpm=97,
+        m.set_generation_params(duration=2.0, mode=mode, use_sampling=False,
                                 decoding_steps=(3, 2, 2, 2), seed=0)
-        out.append(m.generate(["a loop in F# minor", "another. bpm: 140"], return_tokens=True)[1])
+        out.append(m.generate(["a loop in F# minor", "another. bpm: 140"], return_tokens=True,
+                              tempo=Tempo(97))[1])
     assert torch.equal(out[0], out[1])
-    torch_model.set_generation_params(duration=2.0, mode=mode, use_sampling=False, bpm=97,
+    torch_model.set_generation_params(duration=2.0, mode=mode, use_sampling=False,
                                       decoding_steps=(3, 2, 2, 2), seed=0)
-    other_key = torch_model.generate(["a loop in C major", "another. bpm: 140"], return_tokens=True)[1]
+    other_key = torch_model.generate(["a loop in C major", "another. bpm: 140"], return_tokens=True,
+                                     tempo=Tempo(97))[1]
     assert not torch.equal(other_key[0], out[0][0]) and torch.equal(other_key[1], out[0][1])
 
 
@@ -131,5 +137,9 @@ def test_the_bridge_gives_the_model_the_session_tempo_and_the_prompts_beat():
     settings = Settings(description="loop. bpm: 90", mode="ar", seed=1, temperature=None, top_k=None,
                         top_p=None, cfg=None, steps=None, channels=1, loudness=-14.0, preset="default")
     prompt = np.zeros((16000, 1), np.float32)
-    generate_audio(model, settings, 0.2, lambda f: None, prompt, 32000, tempo=(120.0, 3, 13.5))
-    assert (model.bpm, model.beats_per_bar, model.start_beat) == (120.0, 3, 1.5)
+    seen = []
+    real_beat = model._beat                     # a spy: the real rows still reach the LM
+    model._beat = lambda descriptions, tempo: (seen.append(tempo), real_beat(descriptions, tempo))[1]
+    generate_audio(model, settings, 22400, 32000, lambda f: None, Tempo(120, 3, 13.5), prompt,
+                   32000)
+    assert seen == [Tempo(120, 3, 1.5)] and not hasattr(model, "bpm")

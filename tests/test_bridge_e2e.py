@@ -15,7 +15,7 @@ import soundfile as sf
 from pythonosc.osc_message import OscMessage
 from pythonosc.udp_client import SimpleUDPClient
 
-from bridge.tempo import frames_for_bars
+from engine.tempo import frames_for_bars
 
 pytest.importorskip("engine.models.pretrained", reason="engine.load_model is not available")
 from plugin_host.shm import HostSegment  # noqa: E402

@@ -17,6 +17,7 @@ from engine.decoding.masking import mask_probability, num_masked
 from engine.models.lm import LMConfig, LMModel
 from engine.models.magnet import MAGNeT
 from engine.modules.transformer import MultiheadAttention
+from engine.tempo import Tempo
 
 K, CARD, COND = 4, 32, 8
 STEPS = (4, 2, 2, 2)
@@ -239,21 +240,22 @@ def test_rescoring_runs_the_ar_model_once_per_step_and_changes_the_choice():
 
 def test_debug_model_generates_the_segment_in_every_mode(debug_model):
     assert debug_model.supported_modes == ("magnet", "hybrid", "ar")
-    for mode in ("magnet", "hybrid"):
+    for mode, extra in (("magnet", {}), ("hybrid", {"hybrid_prefix_s": 0.3})):
         debug_model.set_generation_params(duration=1.0, decoding_steps=STEPS, mode=mode, seed=0,
-                                          hybrid_prefix_s=0.3)
+                                          **extra)
         wav, tokens = debug_model.generate(["lofi drums"], return_tokens=True)
         assert tokens.shape == (1, K, 48)  # 50 frames -> 16 spans of 3
         assert wav.shape[:2] == (1, 1) and wav.shape[-1] == 48 * 640
 
 
 def test_hybrid_prefix_equals_pure_ar_decoding(debug_model):
-    common = dict(decoding_steps=STEPS, seed=21, ar_temperature=0.9, ar_top_k=20)
-    debug_model.set_generation_params(duration=1.0, mode="hybrid", hybrid_prefix_s=0.4, **common)
+    common = dict(seed=21, ar_temperature=0.9, ar_top_k=20)
+    debug_model.set_generation_params(duration=1.0, mode="hybrid", hybrid_prefix_s=0.4,
+                                      decoding_steps=STEPS, **common)
     seen = []
     _, hybrid = debug_model.generate(["jazz", "rock"], return_tokens=True,
                                      progress_callback=lambda d, t: seen.append((d, t)))
-    prefix = debug_model.hybrid_prefix_frames
+    prefix = debug_model.hybrid_prefix_frames(None)
     assert prefix == 20
     debug_model.set_generation_params(duration=0.4, mode="ar", **common)
     _, ar = debug_model.generate(["jazz", "rock"], return_tokens=True)
@@ -263,11 +265,12 @@ def test_hybrid_prefix_equals_pure_ar_decoding(debug_model):
     assert seen[-1] == (ar_steps + sum(STEPS), ar_steps + sum(STEPS))
 
 
-def test_hybrid_prefix_defaults_to_one_bar_or_one_and_a_half_seconds(debug_model):
-    debug_model.set_generation_params(mode="hybrid", bpm=120)
-    assert debug_model.hybrid_prefix_frames == 100  # 4 beats at 120 bpm = 2 s at 50 Hz
+def test_hybrid_prefix_defaults_to_one_bar_of_the_meter_or_one_and_a_half_seconds(debug_model):
     debug_model.set_generation_params(mode="hybrid")
-    assert debug_model.hybrid_prefix_frames == 75
+    assert debug_model.hybrid_prefix_frames(Tempo(120)) == 100  # 4 beats at 120 bpm: 2 s, 50 Hz
+    assert debug_model.hybrid_prefix_frames(Tempo(120, 3)) == 75  # 3/4: 3 beats, 1.5 s
+    assert debug_model.hybrid_prefix_frames(Tempo(90, 7)) == round(7 * 60 / 90 * 50)
+    assert debug_model.hybrid_prefix_frames(None) == 75
 
 
 def test_continuation_keeps_the_prompt_frames(debug_model):
@@ -442,7 +445,7 @@ def test_hybrid_clip_shorter_than_the_default_prefix_takes_half_of_it_autoregres
     from engine.models.magnet import debug_magnet
     model = debug_magnet()
     model.set_generation_params(duration=1.0, mode="hybrid", seed=0)  # default prefix 1.5 s
-    assert model.hybrid_prefix_s == 0.5
+    assert model.hybrid_prefix_frames(None) == 25  # 0.5 s at 50 Hz
     wav = model.generate(["x"])
     assert wav.shape[-1] > 0
     with pytest.raises(ValueError, match="hybrid_prefix_s"):

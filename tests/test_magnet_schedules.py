@@ -49,14 +49,14 @@ def test_temperature_is_annealed_linearly_with_a_floor():
 
 
 def test_max_span_score_is_one_minus_the_best_probability():
-    log_conf = torch.tensor([[0.9, 0.5, 0.2, 0.1, 0.3, 0.2, 0.7]]).log()  # last frame: no span
-    scores = span_scores_max(log_conf, 3)
+    probs = torch.tensor([[0.9, 0.5, 0.2, 0.1, 0.3, 0.2, 0.7]])  # last frame: no span
+    scores = span_scores_max(probs, 3)
     assert torch.allclose(scores, torch.tensor([[0.1, 0.7]]), atol=1e-6)
 
 
 def test_prod_span_score_is_minus_log_of_the_product():
-    log_conf = torch.tensor([[0.9, 0.5, 0.2, 0.1, 0.3, 0.2]]).log()
-    scores = span_scores_prod(log_conf, 3)
+    probs = torch.tensor([[0.9, 0.5, 0.2, 0.1, 0.3, 0.2]])
+    scores = span_scores_prod(probs, 3)
     expected = torch.tensor([[-math.log(0.09), -math.log(0.006)]])
     assert torch.allclose(scores, expected, atol=1e-5)
 

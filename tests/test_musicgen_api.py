@@ -225,13 +225,6 @@ def test_cli_generate_bars_writes_exactly_the_bar_length(tmp_path, rate):
     assert info.frames == round(expected) and info.samplerate == rate and info.channels == 1
 
 
-def test_bar_frames_rounds_ties_away_from_zero():
-    # 1 bar of 1 beat at 60 bpm and 1 Hz... build a tie: 3 beats at 120 bpm at 1 Hz -> 1.5 frames
-    assert generate_command.bar_frames(1, Fraction(120), 3, 1) == 2
-    assert generate_command.bar_frames(1, Fraction(120), 5, 1) == 3  # 2.5 -> 3, not banker's 2
-    assert generate_command.exact_bpm(60.2000002) == Fraction(301, 5)
-
-
 def test_cli_rejects_absurd_bars_and_continue_extends_a_file(tmp_path):
     with pytest.raises(ValueError, match="--bpm"):
         _cli(["generate", "x", "--model", "debug", "--bars", "2", "--bpm", "1000", "-o",

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from bridge.tempo import frames_for_bars, next_bar_line, quantize_bpm, round_half_away
+from engine.tempo import frames_for_bars, next_bar_line, quantize_bpm, round_half_away
 
 BPMS = [60, 72.5, 90, 93.7, 100, 120, 128, 133.333, 140, 174, 199.999, 200]
 

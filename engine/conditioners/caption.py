@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+from engine.tempo import BPM_RANGE
+
 
 def describe(prompt: str, bpm: float | None = None, key: str | None = None) -> str:
     """A caption in audiocraft's training format (data/music_dataset.py,
@@ -33,7 +35,9 @@ _BPM_PAIR = re.compile(r"\bbpm:\s*([0-9]+(?:\.[0-9]*)?)", re.IGNORECASE)
 
 
 def caption_bpm(caption: str | None) -> float | None:
-    """The tempo a caption states in audiocraft's ``"bpm: 120.0"`` pair, or None."""
+    """The tempo a caption states in audiocraft's ``"bpm: 120.0"`` pair, or None (also when it
+    lies outside ``engine.tempo.BPM_RANGE``: such text is a description, not a tempo)."""
     match = _BPM_PAIR.search(caption or "")
     bpm = float(match.group(1)) if match else None
-    return bpm if bpm is not None and 0 < bpm < 1000 else None
+    low, high = BPM_RANGE
+    return bpm if bpm is not None and low <= bpm <= high else None

@@ -18,20 +18,14 @@ from engine.decoding.delay_pattern import DelayPattern
 from engine.decoding.magnet import ARRescorer, generate_magnet_windows, segment_frames
 from engine.decoding.magnet_params import MagnetParams
 from engine.decoding.params import ARParams
+from engine.tempo import Tempo
 
 DEFAULT_PREFIX_S = 1.5  # without a session tempo
-BEATS_PER_BAR = 4
 
 
-def default_prefix_seconds(bpm: float | None, beats_per_bar: int = BEATS_PER_BAR) -> float:
-    """One bar at ``bpm`` (``beats_per_bar`` beats), or 1.5 s when no tempo is given."""
-    if bpm is None:
-        return DEFAULT_PREFIX_S
-    if isinstance(bpm, bool) or not isinstance(bpm, (int, float)) or not 20.0 <= bpm <= 400.0:
-        raise ValueError(f"bpm must be None or a number in [20, 400], got {bpm!r}")
-    if isinstance(beats_per_bar, bool) or not isinstance(beats_per_bar, int) or beats_per_bar < 1:
-        raise ValueError(f"beats_per_bar must be a positive integer, got {beats_per_bar!r}")
-    return beats_per_bar * 60.0 / bpm
+def default_prefix_seconds(tempo: Tempo | None) -> float:
+    """One bar of ``tempo`` (its own meter), or 1.5 s when no tempo is given."""
+    return DEFAULT_PREFIX_S if tempo is None else float(tempo.bar_seconds)
 
 
 def generate_hybrid(ar_backend: StepBackend, magnet_backend: StepBackend, cond: ConditionTensors,

@@ -113,8 +113,10 @@ class MagnetDecoder:
                   mask_p: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One forward; fill the masked positions of ``codes[:, stage]`` in place.
 
-        Returns ``active`` (bool [B, T], the positions resampled) and the log-confidences
-        [B, T] of their new tokens (0 elsewhere).
+        As audiocraft, the model picks a token at every frame (argmax when greedy) and only the
+        masked ones are kept. Returns ``active`` (bool [B, T], the positions resampled) and the
+        probabilities [B, T] (temperature-scaled) of the picked token at every frame: a span
+        that holds prompt frames is scored with the model's own choice there.
         """
         p, B = self.params, self.batch
         rows = codes.repeat(2, 1, 1) if self.cfg else codes  # [rows, K, T]
@@ -122,30 +124,33 @@ class MagnetDecoder:
         logits = self.backend.full(rows, self.ctx, band, codebook=stage)  # [rows, T, card]
         codes_dev = codes.to(logits.device)
         active = codes_dev[:, stage] == self.mask_id  # [B, T]
-        where = active.nonzero(as_tuple=True)
         if self.cfg:
             coef = annealed_cfg_coef(mask_p, p.max_cfg_coef, p.min_cfg_coef)
-            chosen = cfg_mix(logits[:B][where], logits[B:][where], coef)  # [M, card]
-        else:
-            chosen = logits[where]  # [M, card]
+            logits = cfg_mix(logits[:B], logits[B:], coef)  # [B, T, card]
+        T, card = logits.shape[1], logits.shape[2]
         t = annealed_temperature(p.temperature, step, n_steps, p.anneal_temperature)
         step_params = StepSampling(t, p.top_k, p.top_p, p.use_sampling)
-        tokens = sample(chosen, step_params, self.rng.on(chosen.device))  # [M]
-        log_conf_m = torch.log_softmax(chosen.float() / t, dim=-1)
-        log_conf_m = log_conf_m.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [M]
-        codes_dev[:, stage][where] = tokens
+        tokens = sample(logits.reshape(B * T, card), step_params,
+                        self.rng.on(logits.device)).reshape(B, T)
+        probs = torch.softmax(logits.float() / t, dim=-1)
+        probs = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [B, T]
+        codes_dev[:, stage] = torch.where(active, tokens, codes_dev[:, stage])
         if codes_dev is not codes:
             codes.copy_(codes_dev.to(codes.device))
         if self.rescorer is not None and p.rescore_weight > 0.0:
-            ar = self.rescorer.log_probs(codes, stage).to(log_conf_m.device)[where]  # [M]
-            log_conf_m = (1.0 - p.rescore_weight) * log_conf_m + p.rescore_weight * ar
-        log_conf = torch.zeros(active.shape, dtype=torch.float32, device=active.device)
-        log_conf[where] = log_conf_m
-        return active.to(codes.device), log_conf.to(codes.device)
+            ar = self.rescorer.log_probs(codes, stage).to(probs.device)  # [B, T]
+            mixed = ((1.0 - p.rescore_weight) * probs.log() + p.rescore_weight * ar).exp()
+            probs = torch.where(active, mixed, probs)
+        return active.to(codes.device), probs.to(codes.device)
 
     def decode_stage(self, codes: torch.Tensor, stage: int, n_steps: int,
                      prompt_frames: int) -> None:
-        """Decode codebook ``stage`` of ``codes`` [B, K, T] in place in ``n_steps`` iterations."""
+        """Decode codebook ``stage`` of ``codes`` [B, K, T] in place in ``n_steps`` iterations.
+
+        Spans wholly inside the prompt are frozen from the start; a span the prompt covers only
+        in part takes part in masking (its prompt frames are restored after each mask) and is
+        scored over all its frames, as audiocraft's ``_generate_stage``.
+        """
         p, B, T = self.params, codes.shape[0], codes.shape[-1]
         span = p.span_len
         nonoverlap = p.span_arrangement == "nonoverlap" and span > 1
@@ -171,15 +176,13 @@ class MagnetDecoder:
                 token_mask = choose_spans_nonoverlap(scores, count)
             token_mask[:, :prompt_frames] = False  # prompt frames are never resampled
             codes[:, stage][token_mask] = self.mask_id
-            active, log_conf = self._resample(codes, stage, step, n_steps, mask_p)
+            active, probs = self._resample(codes, stage, step, n_steps, mask_p)
             if nonoverlap:
-                if p.scoring == "max":  # frames outside the masked positions weigh nothing
-                    scores = span_scores_max(log_conf.masked_fill(~active, float("-inf")), span)
-                else:
-                    scores = span_scores_prod(log_conf, span)
+                scores = (span_scores_max(probs, span) if p.scoring == "max"
+                          else span_scores_prod(probs, span))
                 scores = freeze(scores, span_mask)
             else:
-                scores = freeze(-log_conf, active)
+                scores = freeze(-probs.log(), active)
             self.on_step()
 
 

@@ -48,20 +48,20 @@ def annealed_temperature(temperature: float, step: int, n_steps: int, anneal: bo
 # ---------------------------------------------------------------- scores
 
 
-def span_scores_max(log_conf: torch.Tensor, span_len: int) -> torch.Tensor:
-    """[B, T] log-confidences -> [B, T // span_len]: 1 - the highest probability in each span."""
-    B, T = log_conf.shape
+def span_scores_max(probs: torch.Tensor, span_len: int) -> torch.Tensor:
+    """[B, T] token probabilities -> [B, T // span_len]: 1 - the highest in each span."""
+    B, T = probs.shape
     n = T // span_len
-    spans = log_conf[:, :n * span_len].reshape(B, n, span_len)  # [B, N, span_len]
-    return 1.0 - spans.max(dim=-1).values.exp()
+    spans = probs[:, :n * span_len].reshape(B, n, span_len)  # [B, N, span_len]
+    return 1.0 - spans.max(dim=-1).values
 
 
-def span_scores_prod(log_conf: torch.Tensor, span_len: int) -> torch.Tensor:
-    """[B, T] log-confidences -> [B, T // span_len]: -log of the product of the span's probabilities."""
-    B, T = log_conf.shape
+def span_scores_prod(probs: torch.Tensor, span_len: int) -> torch.Tensor:
+    """[B, T] token probabilities -> [B, T // span_len]: -log of the product of each span's."""
+    B, T = probs.shape
     n = T // span_len
-    spans = log_conf[:, :n * span_len].reshape(B, n, span_len)  # [B, N, span_len]
-    return -spans.sum(dim=-1)
+    spans = probs[:, :n * span_len].reshape(B, n, span_len)  # [B, N, span_len]
+    return -spans.log().sum(dim=-1)
 
 
 def freeze(scores: torch.Tensor, active: torch.Tensor) -> torch.Tensor:

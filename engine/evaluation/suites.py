@@ -102,6 +102,7 @@ def eval_generate(model_path: str, out: Path, prompts: int, seed: int, bars: int
     from engine.conditioners.caption import describe
     from engine.data.synth import sample_spec
     from engine.models.pretrained import load_model
+    from engine.tempo import Tempo
 
     model = load_model(model_path)
     sr = model.sample_rate
@@ -111,13 +112,13 @@ def eval_generate(model_path: str, out: Path, prompts: int, seed: int, bars: int
         text = describe(spec.description, spec.bpm, spec.key)
         n_bars = bars
         duration = n_bars * spec.beats_per_bar * 60.0 / spec.bpm   # past a segment: in windows
-        # the session tempo, as the bridge and `generate --bars` give it
-        params = {"duration": duration, "seed": seed + i, "bpm": spec.bpm,
-                  "beats_per_bar": spec.beats_per_bar}
+        params: dict = {"duration": duration, "seed": seed + i}
         if mode:
             params["mode"] = mode
         model.set_generation_params(**params)
-        wav = model.generate([text])[0].mean(dim=0).cpu().numpy()
+        # the session tempo, as the bridge and `generate --bars` give it
+        tempo = Tempo(spec.bpm, spec.beats_per_bar)
+        wav = model.generate([text], tempo=tempo)[0].mean(dim=0).cpu().numpy()
         sf.write(out / f"prompt_{i:03d}.wav", wav, sr)
         row = {"prompt": text, "bars": n_bars, "seconds": duration, **loop_metrics(wav, sr, spec.bpm, spec.key, "drums" in spec.parts, drum_threshold)}
         rows.append(row)

@@ -20,8 +20,10 @@ from engine.decoding.ar import ProgressCallback, generate_ar
 from engine.decoding.hybrid import default_prefix_seconds, generate_hybrid
 from engine.decoding.magnet import DEFAULT_ATTN_BAND, ARRescorer, generate_magnet_windows
 from engine.decoding.magnet_params import MagnetParams
+from engine.decoding.options import magnet_keywords
 from engine.decoding.params import ARParams
 from engine.models.musicgen import MusicGen, TextEncoder, _Progress
+from engine.tempo import Tempo
 
 MODES = ("magnet", "hybrid", "ar")
 WINDOW_STRIDE = 0.6  # windows past one segment advance by this share of it (by default)
@@ -49,8 +51,8 @@ class MAGNeT(MusicGen):
         ``subcodes_context``; None = unrestricted). ``ar_lm`` / ``ar_backend``: the optional AR
         LM of the hybrid and AR modes, whose window is ``ar_max_duration`` seconds. ``extra``:
         the checkpoint's MAGNeT facts (``subcodes_context``, -1 = unrestricted, overrides
-        ``attn_band``; ``span_len``). ``generation_defaults``: set_generation_params keywords;
-        audiocraft's ``cfg_coef`` (unused by MAGNeT) is dropped."""
+        ``attn_band``; ``span_len``). ``generation_defaults``: :meth:`_configure` keywords;
+        audiocraft's ``cfg_coef`` (its MusicGen default, unused by its MAGNeT) is dropped."""
         extra = extra or {}
         if "subcodes_context" in extra:
             context = extra["subcodes_context"]
@@ -117,36 +119,49 @@ class MAGNeT(MusicGen):
 
     # ------------------------------------------------------------------ parameters
 
+    def _configure_keywords(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The caller's keywords mapped onto the mode's parameter objects
+        (engine/decoding/options.py), over the packaged defaults."""
+        mode = params.get("mode", self.generation_defaults.get("mode", "magnet"))
+        self._check_mode(mode)
+        return {**self.generation_defaults, **magnet_keywords(mode, params)}
+
+    def _check_mode(self, mode: str) -> None:
+        if mode not in self.supported_modes:
+            raise ValueError(f"mode {mode!r} is not supported by {self.name}; supported: "
+                             f"{', '.join(self.supported_modes)} (hybrid and ar need an AR LM: "
+                             "get_pretrained(path, ar_model=...))")
+
+    @property
+    def frames_multiple(self) -> int:
+        """MAGNeT decodes whole spans (in every mode: the AR mode's count is rounded alike)."""
+        return self.magnet_params.span_len
+
     def _configure(self, duration: float | None = None,
                    decoding_steps: Sequence[int] = (20, 10, 10, 10),
                    span_arrangement: str = "nonoverlap",
                    max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0,
                    temperature: float = 3.0, top_p: float = 0.9, top_k: int = 0,
                    use_sampling: bool = True, seed: int | None = None,
-                   mode: str = "magnet", bpm: float | None = None,
-                   span_scoring: str | None = None, span_len: int | None = None,
-                   rescore_weight: float = 0.0, hybrid_prefix_s: float | None = None,
-                   ar_temperature: float = 1.0, ar_top_k: int = 250,
-                   ar_top_p: float = 0.0, ar_cfg_coef: float = 3.0,
-                   extend_stride: float = 18.0, beats_per_bar: int = 4,
-                   start_beat: float = 0.0) -> None:
+                   mode: str = "magnet", span_scoring: str | None = None,
+                   span_len: int | None = None, rescore_weight: float = 0.0,
+                   hybrid_prefix_s: float | None = None, ar_temperature: float = 1.0,
+                   ar_top_k: int = 250, ar_top_p: float = 0.0, ar_cfg_coef: float = 3.0,
+                   extend_stride: float = 18.0) -> dict[str, Any]:
         """How the next ``generate*`` calls decode, every parameter explicit (audiocraft's
-        MAGNeT names and defaults; :meth:`set_generation_params` fills in the model's own).
+        MAGNeT names and defaults; :meth:`set_generation_params` fills in the model's own and
+        maps the shared ``temperature``/``top_k``/``top_p``/``cfg_coef`` onto the mode's), as
+        the model attributes they set.
 
         ``duration``: seconds in all (default: the model's segment; longer pieces are decoded
         in windows that advance by ``extend_stride``, or by 60 % of the window (MAGNeT's
-        segment, the AR LM's ``ar_max_duration``) when ``extend_stride`` is not shorter). ``mode``: one of
-        ``supported_modes``. ``bpm``: the session
-        tempo; the hybrid AR prefix is one bar at it (``hybrid_prefix_s`` overrides; 1.5 s
-        without either), and beat-conditioned LMs read it (with ``beats_per_bar`` and
-        ``start_beat``, the beat in the bar of the first frame; without ``bpm``, each
-        caption's ``"bpm: N"``). ``ar_*``: how the AR LM samples in the hybrid and AR modes.
+        segment, the AR LM's ``ar_max_duration``) when ``extend_stride`` is not shorter).
+        ``mode``: one of ``supported_modes``. ``hybrid_prefix_s``: the hybrid AR prefix
+        (default: one bar of the request's tempo, 1.5 s without one, half the clip when that
+        is not shorter). ``ar_*``: how the AR LM samples in the hybrid and AR modes.
         ``rescore_weight`` > 0 rescoring needs the AR LM. ValueError names a bad parameter.
         """
-        if mode not in self.supported_modes:
-            raise ValueError(f"mode {mode!r} is not supported by {self.name}; supported: "
-                             f"{', '.join(self.supported_modes)} (hybrid and ar need an AR LM: "
-                             "get_pretrained(path, ar_model=...))")
+        self._check_mode(mode)
         duration = self.max_duration if duration is None else duration
         if rescore_weight and self.ar_backend is None:
             raise ValueError("rescore_weight > 0 needs an AR LM: get_pretrained(path, ar_model=...)")
@@ -157,39 +172,38 @@ class MAGNeT(MusicGen):
         if len(tuple(decoding_steps)) != self.backend.n_q:
             raise ValueError(f"decoding_steps needs {self.backend.n_q} entries (one per codebook), "
                              f"got {list(decoding_steps)!r}")
-        prefix_s = default_prefix_seconds(bpm) if hybrid_prefix_s is None else hybrid_prefix_s
-        if hybrid_prefix_s is None and isinstance(duration, (int, float)) and prefix_s >= duration:
-            prefix_s = duration / 2  # a clip shorter than the default prefix: half of it AR
-        if isinstance(prefix_s, bool) or not isinstance(prefix_s, (int, float)) or prefix_s <= 0 \
-                or (mode == "hybrid" and not prefix_s < duration):
-            raise ValueError(f"hybrid_prefix_s must be in (0, duration={duration}), got {prefix_s!r}")
+        if hybrid_prefix_s is not None and (
+                isinstance(hybrid_prefix_s, bool) or not isinstance(hybrid_prefix_s, (int, float))
+                or hybrid_prefix_s <= 0 or (mode == "hybrid" and not hybrid_prefix_s < duration)):
+            raise ValueError(f"hybrid_prefix_s must be in (0, duration={duration}), "
+                             f"got {hybrid_prefix_s!r}")
         magnet = MagnetParams(duration=duration, decoding_steps=tuple(decoding_steps),
-                              span_len=self.span_len if span_len is None else span_len, span_arrangement=span_arrangement,
-                              span_scoring=span_scoring, max_cfg_coef=max_cfg_coef,
-                              min_cfg_coef=min_cfg_coef, temperature=temperature, top_p=top_p,
-                              top_k=top_k, use_sampling=use_sampling,
-                              rescore_weight=rescore_weight, seed=seed)
+                              span_len=self.span_len if span_len is None else span_len,
+                              span_arrangement=span_arrangement, span_scoring=span_scoring,
+                              max_cfg_coef=max_cfg_coef, min_cfg_coef=min_cfg_coef,
+                              temperature=temperature, top_p=top_p, top_k=top_k,
+                              use_sampling=use_sampling, rescore_weight=rescore_weight, seed=seed)
         ar = ARParams(duration=duration, temperature=ar_temperature, top_k=ar_top_k,
                       top_p=ar_top_p, cfg_coef=ar_cfg_coef, use_sampling=use_sampling,
                       extend_stride=extend_stride, seed=seed)
-        self._set_tempo(bpm, beats_per_bar, start_beat)
-        self.mode, self.magnet_params, self.ar_params = mode, magnet, ar
-        self.magnet_stride_s = window_stride(extend_stride, self.max_duration)
-        self.ar_stride_s = window_stride(extend_stride, self.ar_max_duration)
-        self.hybrid_prefix_s = float(prefix_s)
-        self.generation_params = ar if mode == "ar" else magnet
+        return {"mode": mode, "magnet_params": magnet, "ar_params": ar,
+                "magnet_stride_s": window_stride(extend_stride, self.max_duration),
+                "ar_stride_s": window_stride(extend_stride, self.ar_max_duration),
+                "hybrid_prefix_s": None if hybrid_prefix_s is None else float(hybrid_prefix_s),
+                "generation_params": ar if mode == "ar" else magnet}
 
     # ------------------------------------------------------------------ decoding
 
     def _generate_tokens(self, descriptions: list[str | None], prompt: torch.Tensor | None,
                          melodies: list[torch.Tensor | None] | None, progress: bool,
-                         progress_callback: ProgressCallback | None) -> torch.Tensor:
+                         progress_callback: ProgressCallback | None,
+                         tempo: Tempo | None) -> torch.Tensor:
         """Codes [B, K, T] of the current mode; the prompt's frames first, unchanged."""
         B = len(descriptions)
         total = int(self.magnet_params.duration * self.frame_rate)
         conditioned = any(descriptions)
         text = self._text(descriptions)
-        beat, key = self._beat(descriptions), self._key(descriptions)
+        beat, key = self._beat(descriptions, tempo), self._key(descriptions)
         bar = _Progress(progress, progress_callback)
         try:
             if self.mode == "ar":
@@ -213,7 +227,7 @@ class MAGNeT(MusicGen):
             assert self.ar_backend is not None
             return generate_hybrid(
                 self.ar_backend, self.backend, rows, self.ar_params, p, batch=B, cfg=cfg,
-                n_frames=total, prefix_frames=self.hybrid_prefix_frames,
+                n_frames=total, prefix_frames=self.hybrid_prefix_frames(tempo),
                 ar_window_frames=int(self.ar_max_duration * self.frame_rate),
                 ar_stride_frames=int(self.ar_stride_s * self.frame_rate),
                 attn_band=self.attn_band, prompt=prompt, rescorer=rescorer,
@@ -222,10 +236,17 @@ class MAGNeT(MusicGen):
         finally:
             bar.close()
 
-    @property
-    def hybrid_prefix_frames(self) -> int:
-        """Frames the hybrid mode decodes autoregressively (at least one)."""
-        return max(1, round(self.hybrid_prefix_s * self.frame_rate))
+    def hybrid_prefix_frames(self, tempo: Tempo | None) -> int:
+        """Frames the hybrid mode decodes autoregressively (at least one): ``hybrid_prefix_s``
+        when set, else one bar of ``tempo`` (1.5 s without one), else half the clip when that
+        is not shorter than it."""
+        duration = self.magnet_params.duration
+        prefix_s = self.hybrid_prefix_s
+        if prefix_s is None:
+            prefix_s = default_prefix_seconds(tempo)
+            if prefix_s >= duration:
+                prefix_s = duration / 2
+        return max(1, round(prefix_s * self.frame_rate))
 
     def _generate_ar(self, text: tuple[torch.Tensor, torch.Tensor] | None, batch: int,
                      conditioned: bool, prompt: torch.Tensor | None,

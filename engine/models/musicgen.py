@@ -8,7 +8,6 @@ take and return what audiocraft's do (audio [B, C, N] at ``sample_rate``; codes 
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -22,7 +21,9 @@ from engine.conditioners.caption import caption_bpm
 from engine.conditioners.text import TextEncoder
 from engine.decoding.ar import ProgressCallback, generate_ar
 from engine.decoding.delay_pattern import DelayPattern
+from engine.decoding.options import refuse_inapplicable
 from engine.decoding.params import ARParams
+from engine.tempo import Tempo
 
 MelodyType = torch.Tensor | Sequence[torch.Tensor | None]
 
@@ -105,7 +106,8 @@ class MusicGen:
         # The checkpoint's own sampling defaults (e.g. a preset's few MAGNeT steps): they fill
         # in whatever a set_generation_params call leaves out.
         self.generation_defaults = dict(generation_defaults or {})
-        self._configure(**{"duration": min(8.0, self.max_duration), **self.generation_defaults})
+        vars(self).update(self._configure(**{"duration": min(8.0, self.max_duration),
+                                             **self.generation_defaults}))
 
     # ------------------------------------------------------------------ properties
 
@@ -158,24 +160,40 @@ class MusicGen:
 
     def set_generation_params(self, **params: Any) -> None:
         """Set how the next ``generate*`` calls sample: the keywords of :meth:`_configure`
-        (audiocraft's names, plus ``seed`` and ``mode``). A keyword left out takes the model's
-        packaged default (``generation_defaults``), else audiocraft's. ValueError names a bad
-        parameter and its allowed range."""
+        (audiocraft's names, plus ``seed`` and ``mode``; engine/decoding/options.py maps the
+        user-facing names to them). A keyword left out takes the model's packaged default
+        (``generation_defaults``), else audiocraft's. ValueError names a bad parameter and its
+        allowed range, or a parameter the mode does not take."""
+        vars(self).update(self.check_generation_params(**params))
+
+    def check_generation_params(self, **params: Any) -> dict[str, Any]:
+        """What :meth:`set_generation_params` would set (attribute -> value), raising what it
+        would raise, without changing the model: callers on other threads (the bridge's accept
+        step) refuse a request up front with it while a generation runs."""
+        kwargs = self._configure_keywords(params)
         known = inspect.signature(self._configure).parameters
-        unknown = sorted(set(params) - set(known))
+        unknown = sorted(set(kwargs) - set(known))
         if unknown:
             raise ValueError(f"unknown generation parameter(s) {', '.join(unknown)}; "
                              f"{type(self).__name__} takes: {', '.join(known)}")
-        self._configure(**{**self.generation_defaults, **params})
+        return self._configure(**kwargs)
+
+    def _configure_keywords(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The caller's keywords over the packaged defaults, as :meth:`_configure` takes them."""
+        refuse_inapplicable(params.get("mode", "ar"), params)
+        return {**self.generation_defaults, **params}
+
+    @property
+    def frames_multiple(self) -> int:
+        """The model decodes a whole number of groups of this many codec frames."""
+        return 1
 
     def _configure(self, duration: float = 8.0, temperature: float = 1.0,
                    top_k: int = 250, top_p: float = 0.0, cfg_coef: float = 3.0,
                    use_sampling: bool = True, extend_stride: float = 18.0,
-                   seed: int | None = None, mode: str = "ar", bpm: float | None = None,
-                   beats_per_bar: int = 4, start_beat: float = 0.0) -> None:
-        """The AR sampling parameters, every one explicit (audiocraft's defaults). ``bpm``,
-        ``beats_per_bar``, ``start_beat``: the tempo for beat-conditioned LMs (see :meth:`_beat`)."""
-        self._set_tempo(bpm, beats_per_bar, start_beat)
+                   seed: int | None = None, mode: str = "ar") -> dict[str, Any]:
+        """The AR sampling parameters, every one explicit (audiocraft's defaults), as the
+        model attributes they set."""
         if mode not in self.supported_modes:
             raise ValueError(f"mode {mode!r} is not supported by {type(self).__name__}; "
                              f"supported: {', '.join(self.supported_modes)}")
@@ -185,16 +203,19 @@ class MusicGen:
         if params.duration > self.max_duration and params.extend_stride >= self.max_duration:
             raise ValueError(f"extend_stride must be shorter than max_duration "
                              f"({self.max_duration} s), got {extend_stride}")
-        self.generation_params = params
+        return {"generation_params": params}
 
     # ------------------------------------------------------------------ public API
 
     def generate(self, descriptions: Sequence[str], progress: bool = False,
                  progress_callback: ProgressCallback | None = None,
-                 return_tokens: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Audio [B, C, N] for each description."""
+                 return_tokens: bool = False, tempo: Tempo | None = None
+                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Audio [B, C, N] for each description; ``tempo``: the request's tempo (see
+        :meth:`_beat`)."""
         descriptions = self._check_descriptions(descriptions)
-        tokens = self._generate_tokens(descriptions, None, None, progress, progress_callback)
+        tokens = self._generate_tokens(descriptions, None, None, progress, progress_callback,
+                                       tempo)
         return self._finish(tokens, return_tokens)
 
     def generate_unconditional(self, num_samples: int, progress: bool = False,
@@ -205,17 +226,18 @@ class MusicGen:
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         tokens = self._generate_tokens([None] * num_samples, None, None, progress,
-                                       progress_callback)
+                                       progress_callback, None)
         return self._finish(tokens, return_tokens)
 
     def generate_continuation(self, prompt: torch.Tensor, prompt_sample_rate: int,
                               descriptions: Sequence[str | None] | None = None,
                               progress: bool = False,
                               progress_callback: ProgressCallback | None = None,
-                              return_tokens: bool = False
+                              return_tokens: bool = False, tempo: Tempo | None = None
                               ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Continue ``prompt`` [B, C, N] or [C, N]; returns the prompt's frames then the
-        continuation, ``duration`` seconds in all (as audiocraft)."""
+        continuation, ``duration`` seconds in all (as audiocraft). ``tempo``: the request's
+        tempo, its ``start_beat`` the beat in the bar of the prompt's first frame."""
         if prompt.dim() == 2:
             prompt = prompt[None]
         if prompt.dim() != 3:
@@ -229,13 +251,13 @@ class MusicGen:
         with torch.inference_mode():
             codes = self.compression_model.encode(wav.to(self._codec_device))  # [B, K, Tp]
         tokens = self._generate_tokens(descriptions, codes.long().cpu(), None, progress,
-                                       progress_callback)
+                                       progress_callback, tempo)
         return self._finish(tokens, return_tokens)
 
     def generate_with_chroma(self, descriptions: Sequence[str], melody_wavs: MelodyType,
                              melody_sample_rate: int, progress: bool = False,
                              progress_callback: ProgressCallback | None = None,
-                             return_tokens: bool = False
+                             return_tokens: bool = False, tempo: Tempo | None = None
                              ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Text + melody: ``melody_wavs`` [B, C, N], [C, N], or a list of [C, N] (or None)."""
         if not self.is_melody:
@@ -254,7 +276,8 @@ class MusicGen:
         resampled = [None if m is None else
                      convert_audio(m[None], melody_sample_rate, self.sample_rate, 1)[0]
                      for m in melodies]
-        tokens = self._generate_tokens(descriptions, None, resampled, progress, progress_callback)
+        tokens = self._generate_tokens(descriptions, None, resampled, progress, progress_callback,
+                                       tempo)
         return self._finish(tokens, return_tokens)
 
     # ------------------------------------------------------------------ internals
@@ -297,30 +320,20 @@ class MusicGen:
                 mask[i] = 0.0
         return hidden.float(), mask
 
-    def _set_tempo(self, bpm: float | None, beats_per_bar: int, start_beat: float) -> None:
-        if bpm is not None and (isinstance(bpm, bool) or not isinstance(bpm, (int, float))
-                                or not 0 < bpm < 1000):
-            raise ValueError(f"bpm must be None or a number in (0, 1000), got {bpm!r}")
-        if isinstance(beats_per_bar, bool) or not isinstance(beats_per_bar, int) \
-                or not 1 <= beats_per_bar <= 32:
-            raise ValueError(f"beats_per_bar must be an integer in [1, 32], got {beats_per_bar!r}")
-        if isinstance(start_beat, bool) or not isinstance(start_beat, (int, float)) \
-                or not math.isfinite(start_beat):
-            raise ValueError(f"start_beat must be a finite number of beats, got {start_beat!r}")
-        # only the position in the bar matters; reducing it keeps float32 phases exact
-        self.bpm, self.beats_per_bar = bpm, beats_per_bar
-        self.start_beat = float(start_beat) % beats_per_bar
-
-    def _beat(self, descriptions: list[str | None]) -> torch.Tensor | None:
+    def _beat(self, descriptions: list[str | None], tempo: Tempo | None) -> torch.Tensor | None:
         """[B, 3] tempo rows (beats per frame, beats per bar, ``start_beat``: the beat in the
-        bar of the first frame -- of the prompt, when continuing) at ``bpm``, else at each
-        caption's ``"bpm: N"``; rows without a tempo are 0. None when no row has one. LMs
-        without beat conditioning ignore it."""
-        bpms = [self.bpm if self.bpm is not None else caption_bpm(d) for d in descriptions]
-        if all(b is None for b in bpms):
+        bar of the first frame -- of the prompt, when continuing) at ``tempo``, else at each
+        caption's ``"bpm: N"`` in 4/4 from beat 0; rows without a tempo are 0. None when no row
+        has one. LMs without beat conditioning ignore it."""
+        if tempo is not None:
+            tempos: list[Tempo | None] = [tempo] * len(descriptions)
+        else:
+            tempos = [None if (b := caption_bpm(d)) is None else Tempo(b) for d in descriptions]
+        if all(t is None for t in tempos):
             return None
-        return torch.tensor([[0.0 if b is None else b / 60.0 / self.frame_rate,
-                              float(self.beats_per_bar), self.start_beat] for b in bpms])
+        return torch.tensor([[0.0, 0.0, 0.0] if t is None else
+                             [t.beats_per_frame(self.frame_rate), float(t.beats_per_bar),
+                              t.start_beat] for t in tempos])
 
     @staticmethod
     def _key(descriptions: list[str | None]) -> torch.Tensor | None:
@@ -366,7 +379,8 @@ class MusicGen:
 
     def _generate_tokens(self, descriptions: list[str | None], prompt: torch.Tensor | None,
                          melodies: list[torch.Tensor | None] | None, progress: bool,
-                         progress_callback: ProgressCallback | None) -> torch.Tensor:
+                         progress_callback: ProgressCallback | None,
+                         tempo: Tempo | None) -> torch.Tensor:
         """Codes [B, K, T] for T = int(duration * frame_rate), the prompt first."""
         params = self.generation_params
         B = len(descriptions)
@@ -377,7 +391,7 @@ class MusicGen:
         # with every row unconditional, the null rows would repeat the conditional ones
         cfg = params.cfg_coef != 1.0 and (any(descriptions) or has_melody)
         text = self._text(descriptions)
-        conditions = self._condition_source(text, melodies, B, cfg, self._beat(descriptions),
+        conditions = self._condition_source(text, melodies, B, cfg, self._beat(descriptions, tempo),
                                             self._key(descriptions))
         bar = _Progress(progress, progress_callback)
         try:
