@@ -5,7 +5,7 @@ import pytest
 from scipy.signal import resample_poly
 
 from bridge import clip_render
-from bridge.tempo import frames_for_bars
+from engine.tempo import frames_for_bars
 
 
 def music(seconds, sr, channels=2, seed=0):
