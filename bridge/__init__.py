@@ -1,7 +1,8 @@
 """The real-time bridge: ``barforge serve`` (OSC over UDP + shared-memory clips).
 
 docs/PROTOCOL.md is the contract. Modules: osc_protocol (datagrams <-> requests), server
-(UDP, request handling), jobs (queue + worker), generation (driving the model; bars -> frames
-come from engine.tempo), clip_render (resample, cut, loop seam, loudness), continuation (live
-timing), renderer (one job end to end), persistence (WAV + sidecar), presets, command (the CLI).
+(UDP, request handling), jobs (queue + worker), generation (driving the model), clip_render
+(resample, cut, loop seam, loudness), continuation (live timing), renderer (one job end to
+end), persistence (WAV + sidecar), presets, command (the CLI). Bars -> frames is the engine's
+(engine/tempo.py), shared with the CLI and the Python API.
 """

@@ -10,6 +10,11 @@ torch.set_num_threads(1)
 
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# property tests keep no example database in the work tree; a failure prints its example
+settings.register_profile("barforge", database=None)
+settings.load_profile("barforge")
 
 
 @pytest.fixture(scope="session")

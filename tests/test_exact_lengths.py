@@ -262,3 +262,30 @@ def test_bridge_publishes_exactly_the_bars_in_every_mode(bridge_in_process, mode
     assert done[2:4] == [exact, rate]
     info = sf.info(done[6])
     assert (info.frames, info.samplerate) == (exact, rate)
+
+
+@st.composite
+def continuations(draw):
+    """(mode, input seconds, input rate, --prompt-seconds, --duration, --sample-rate)."""
+    mode = draw(st.sampled_from(MODES))
+    longest = 0.4 if mode == "ar" else 5.0
+    prompt_s = draw(st.integers(20, int(longest * 1000))) / 1000
+    duration = draw(st.integers(20, int(longest * 1000))) / 1000
+    input_s = draw(st.integers(20, int(longest * 1200))) / 1000
+    return mode, input_s, draw(rates), prompt_s, duration, draw(rates)
+
+
+@MODEL_RUNS
+@given(continuations())
+def test_cli_continue_writes_the_prompt_and_the_new_audio_exactly(magnet_debug_dir, tmp_path, ask):
+    from engine.cli import main
+    mode, input_s, in_rate, prompt_s, duration, rate = ask
+    source = tmp_path / "in.wav"
+    n_in = max(1, round(input_s * in_rate))
+    sf.write(source, np.random.default_rng(0).normal(0, 0.1, (n_in, 1)).astype(np.float32), in_rate)
+    out = tmp_path / "out.wav"
+    code = main(["continue", str(source), "more", "--model", str(magnet_debug_dir), "--mode", mode,
+                 "--prompt-seconds", str(prompt_s), "--duration", str(duration),
+                 "--sample-rate", str(rate), "--seed", "2", "-o", str(out)])
+    used = min(n_in, round(prompt_s * in_rate)) / in_rate
+    assert code == 0 and sf.info(str(out)).frames == round((used + duration) * rate)

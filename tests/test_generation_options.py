@@ -121,3 +121,14 @@ def test_the_bridge_refuses_at_accept_what_the_model_would_refuse(magnet_debug):
     with pytest.raises(ValueError, match="mode 'magnet' .from preset 'fast'. is not supported"):
         resolve_settings(musicgen, "x", tempo, Options(preset="fast"), Preset("none"), presets,
                          "ar", 2, 2.0)
+
+
+def test_the_cli_refuses_an_inapplicable_flag_in_one_line_and_writes_nothing(tmp_path, capsys):
+    from engine.cli import main
+    out = tmp_path / "x.wav"
+    assert main(["generate", "x", "--model", "debug", "--bars", "1", "--bpm", "120",
+                 "--steps", "4,2,2,2", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("barforge generate: error: decoding_steps (steps) does not apply to mode "
+                       "'ar' (only to magnet and hybrid)")
+    assert not out.exists()

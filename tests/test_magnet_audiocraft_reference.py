@@ -10,6 +10,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.decoding.magnet import generate_magnet
 from engine.models.magnet import MAGNeT
@@ -71,15 +73,12 @@ def audiocraft_magnet(tmp_path_factory):
         yield MAGNeT.get_pretrained(str(root / "magnet-tiny-10secs"))
 
 
-@pytest.mark.parametrize("scoring", ["max", "prod"])
-def test_greedy_codes_from_a_26_frame_prompt_are_audiocrafts(audiocraft_magnet, scoring):
-    model = audiocraft_magnet
-    assert model.span_len == 3 and PROMPT_FRAMES % 3
+def _ours_and_theirs(model, scoring, prompt_frames):
     model.set_generation_params(mode="magnet", use_sampling=False, decoding_steps=STEPS,
                                 span_scoring=scoring, seed=0)
     p = model.magnet_params
-    prompt = torch.randint(0, model.lm.card, (2, model.lm.n_q, PROMPT_FRAMES),
-                           generator=torch.Generator().manual_seed(3))
+    prompt = torch.randint(0, model.lm.card, (2, model.lm.n_q, prompt_frames),
+                           generator=torch.Generator().manual_seed(prompt_frames))
     descriptions = ["jazz piano trio", "heavy guitar riff"]
     rows = model._condition_rows(model._text(descriptions), None, True)
     ours = generate_magnet(model.backend, rows, p, batch=2, cfg=True, n_frames=SEGMENT_FRAMES,
@@ -88,5 +87,21 @@ def test_greedy_codes_from_a_26_frame_prompt_are_audiocrafts(audiocraft_magnet, 
     cross_kv = lm.cross_kv(lm.project_condition(rows.cross, rows.cross_mask, None))
     theirs = audiocraft_greedy(lm, cross_kv, prompt, SEGMENT_FRAMES, STEPS, 3, scoring,
                                p.max_cfg_coef, p.min_cfg_coef, p.temperature, model.attn_band)
-    assert torch.equal(ours[..., :PROMPT_FRAMES], prompt)
+    assert torch.equal(ours[..., :prompt_frames], prompt)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("scoring", ["max", "prod"])
+def test_greedy_codes_from_a_26_frame_prompt_are_audiocrafts(audiocraft_magnet, scoring):
+    assert audiocraft_magnet.span_len == 3 and PROMPT_FRAMES % 3
+    ours, theirs = _ours_and_theirs(audiocraft_magnet, scoring, PROMPT_FRAMES)
+    assert torch.equal(ours, theirs)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, SEGMENT_FRAMES - 4), st.sampled_from(["max", "prod"]))
+def test_greedy_codes_match_audiocraft_for_prompts_of_any_length(audiocraft_magnet, prompt_frames,
+                                                                 scoring):
+    ours, theirs = _ours_and_theirs(audiocraft_magnet, scoring, prompt_frames)
     assert torch.equal(ours, theirs)
