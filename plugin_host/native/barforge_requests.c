@@ -18,7 +18,7 @@ typedef struct {
 
 static void osc_str(Osc *m, const char *s)
 {
-    size_t n = strnlen(s, BF_PROMPT_BYTES), pad = 4 - n % 4; /* NUL then pad to 4 bytes */
+    size_t n = strlen(s), pad = 4 - n % 4; /* NUL then pad to 4 bytes; prompts end within BF_PROMPT_BYTES */
     if (m->len + n + pad > sizeof m->buf)
         return;
     memcpy(m->buf + m->len, s, n);
