@@ -86,17 +86,22 @@ static void update_free_tempo(bf_player *p)
     }
 }
 
-/* Start the pending clip now (a bar line, or nothing playing). */
+/* Start the pending clip now (a bar line, or nothing playing). A clip that starts mid-bar or
+ * replaces another fades in; with the transport stopped nothing is audible, so there is
+ * nothing to fade (a fade begun while stopped would only finish after the next roll began). */
 static void start_pending(bf_player *p, int on_bar)
 {
     const float fade = (float)(1.0 / (XFADE_S * p->rate));
-    if (p->cur.active) {
+    const int stopped = p->speed == 0.0;
+    if (p->cur.active && !stopped) {
         p->old = p->cur;
         p->old.ramp = -fade;
+    } else if (stopped) {
+        p->old.active = 0;
     }
     p->cur = p->pending;
     p->pending.active = 0;
-    p->cur.gain = (p->old.active || !on_bar) ? 0.0f : 1.0f;
+    p->cur.gain = stopped || (!p->old.active && on_bar) ? 1.0f : 0.0f;
     p->cur.ramp = p->cur.gain < 1.0f ? fade : 0.0f;
     update_free_tempo(p);
     voice_sync(&p->cur, p->beat);
