@@ -63,12 +63,12 @@ protected:
             p.name = "Bars"; p.symbol = "bars";
             p.ranges.min = 1.0f; p.ranges.max = 64.0f; p.ranges.def = 4.0f;
             break;
-        case kGenerate:
-            p.hints |= kParameterIsTrigger;
+        case kGenerate: /* a button: pressed is 1 (DPF's VST3 wrapper never passes triggers on) */
+            p.hints |= kParameterIsBoolean | kParameterIsInteger;
             p.name = "Generate"; p.symbol = "generate";
             break;
         case kContinue:
-            p.hints |= kParameterIsTrigger;
+            p.hints |= kParameterIsBoolean | kParameterIsInteger;
             p.name = "Continue"; p.symbol = "continue";
             break;
         case kSlot:
@@ -175,17 +175,15 @@ protected:
         }
         bf_player_render(&fPlayer, outputs[0], outputs[1], 0, frames);
 
-        /* Triggers: one request per press, after the block's position (it carries the tempo). */
-        if (fParams[kGenerate] >= 0.5f)
-        {
+        /* Buttons: one request per press (rising edge), after the block's position (it carries
+         * the tempo). */
+        const bool generate = fParams[kGenerate] >= 0.5f, cont = fParams[kContinue] >= 0.5f;
+        if (generate && !fGenerateDown)
             request(BF_REQ_GENERATE);
-            fParams[kGenerate] = 0.0f;
-        }
-        if (fParams[kContinue] >= 0.5f)
-        {
+        if (cont && !fContinueDown)
             request(BF_REQ_CONTINUE);
-            fParams[kContinue] = 0.0f;
-        }
+        fGenerateDown = generate;
+        fContinueDown = cont;
 
         if (fSeg != nullptr)
         {
@@ -233,6 +231,7 @@ private:
     bf_segment* fSeg = nullptr;
     RequestThread fRequests;
     uint32_t fFramesToCheck = 0, fRingRate = 0, fInputFrames = 0;
+    bool fGenerateDown = false, fContinueDown = false;
     std::vector<float> fInputCopy[2];
 
     DISTRHO_DECLARE_NON_COPYABLE_WITH_LEAK_DETECTOR(BarforgePlayer)

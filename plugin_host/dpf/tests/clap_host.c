@@ -7,7 +7,7 @@
  *   clap_host PLUGIN.clap RATE BPM BEATS_PER_BAR BLOCKS OUT.f32|- [stress]
  *
  * OUT.f32 gets the output, interleaved float32 (or nothing for "-"). With "stress", every
- * 700th block presses Generate (a parameter event), every 1000th relocates by 3.3 beats and
+ * 700th block presses Generate and the next releases it (parameter events), every 1000th relocates by 3.3 beats and
  * every 1500th changes the tempo: the paths run() takes besides plain playing.
  * Prints "ok rt NAME=COUNT... probe=N blocks=N": the calls the plugin made inside process()
  * (plugin_host/rt_probe), and a probe count from creating the plugin, which must allocate.
@@ -117,13 +117,13 @@ int main(int argc, char **argv)
             beat += 3.3;
         if (stress && b && b % 1500 == 0)
             bpm = bpm == 120.0 ? 97.0 : 120.0;
-        has_pending = stress && b % 700 == 350;
+        has_pending = stress && (b % 700 == 350 || b % 700 == 351); /* press, release */
         if (has_pending)
             pending = (clap_event_param_value_t){
                 .header = {.size = sizeof pending, .time = 0, .space_id = CLAP_CORE_EVENT_SPACE_ID,
                            .type = CLAP_EVENT_PARAM_VALUE},
                 .param_id = GENERATE_PARAM, .note_id = -1, .port_index = -1, .channel = -1,
-                .key = -1, .value = 1.0};
+                .key = -1, .value = b % 700 == 350 ? 1.0 : 0.0};
         const double ticked = floor(beat * TICKS + 0.5) / TICKS;
         const long bar = (long)floor(ticked / bpb + 1e-9);
         tr = (clap_event_transport_t){
