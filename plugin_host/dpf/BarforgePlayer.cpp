@@ -7,20 +7,17 @@
  * RequestThread through a lock-free ring.
  */
 #include "DistrhoPlugin.hpp"
+#include "PlayerParameters.hpp"
 #include "RequestThread.hpp"
 
 #include "barforge_player_core.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 START_NAMESPACE_DISTRHO
-
-enum ParameterIndex {
-    kBars, kGenerate, kContinue, kSlot, kFreeBpm, kFreeBeatsPerBar, kCapture, kPlaying,
-    kParameterCount
-};
 
 static constexpr double kCheckSeconds = 0.5; /* how often to look for a replaced segment */
 
@@ -92,8 +89,42 @@ protected:
             break;
         case kPlaying:
             p.hints = kParameterIsOutput | kParameterIsInteger;
-            p.name = "Slot playing"; p.symbol = "playing";
-            p.ranges.min = -1.0f; p.ranges.max = 63.0f; p.ranges.def = -1.0f;
+            /* slot + 1, 0 for nothing: outputs start at 0 in some hosts (DPF's standalone
+             * only tells its UI about changes from 0) */
+            p.name = "Playing"; p.symbol = "playing";
+            p.ranges.min = 0.0f; p.ranges.max = 64.0f; p.ranges.def = 0.0f;
+            p.enumValues.count = 65;
+            p.enumValues.restrictedMode = true;
+            p.enumValues.values = new ParameterEnumerationValue[65];
+            p.enumValues.values[0] = ParameterEnumerationValue(0, "nothing");
+            for (int k = 0; k < 64; ++k)
+                p.enumValues.values[k + 1] = ParameterEnumerationValue(k + 1, String("slot ") + String(k));
+            break;
+        case kServerState: /* barforge_server_status.h's states, in that order */
+            p.hints = kParameterIsOutput | kParameterIsInteger;
+            p.name = "Server"; p.symbol = "server_state";
+            p.ranges.min = 0.0f; p.ranges.max = BF_SERVER_N_STATES - 1; p.ranges.def = 0.0f;
+            p.enumValues.count = BF_SERVER_N_STATES;
+            p.enumValues.restrictedMode = true;
+            p.enumValues.values = new ParameterEnumerationValue[BF_SERVER_N_STATES];
+            for (int k = 0; k < BF_SERVER_N_STATES; ++k)
+                p.enumValues.values[k] = ParameterEnumerationValue(k, bf_server_state_names[k]);
+            break;
+        case kServerProgress:
+            p.hints = kParameterIsOutput;
+            p.name = "Progress"; p.symbol = "progress";
+            p.ranges.min = 0.0f; p.ranges.max = 1.0f; p.ranges.def = 0.0f;
+            break;
+        case kServerError: /* 0 none, else 1 + index in bf_server_error_codes */
+            p.hints = kParameterIsOutput | kParameterIsInteger;
+            p.name = "Server error"; p.symbol = "server_error";
+            p.ranges.min = 0.0f; p.ranges.max = BF_SERVER_N_ERRORS; p.ranges.def = 0.0f;
+            p.enumValues.count = BF_SERVER_N_ERRORS + 1;
+            p.enumValues.restrictedMode = true;
+            p.enumValues.values = new ParameterEnumerationValue[BF_SERVER_N_ERRORS + 1];
+            p.enumValues.values[0] = ParameterEnumerationValue(0, "none");
+            for (int k = 0; k < BF_SERVER_N_ERRORS; ++k)
+                p.enumValues.values[k + 1] = ParameterEnumerationValue(k + 1, bf_server_error_codes[k]);
             break;
         }
         fParams[index] = p.ranges.def;
@@ -102,7 +133,7 @@ protected:
     void initState(uint32_t, State& state) override
     {
         state.hints = kStateIsHostWritable; /* LV2: a patch:writable string for generic UIs */
-        state.key = "prompt";
+        state.key = BARFORGE_PROMPT_KEY;
         state.label = "Prompt";
         state.defaultValue = "";
         state.description = "What to generate";
@@ -110,17 +141,25 @@ protected:
 
     String getState(const char* key) const override
     {
-        return std::strcmp(key, "prompt") == 0 ? fRequests.prompt() : String();
+        return std::strcmp(key, BARFORGE_PROMPT_KEY) == 0 ? fRequests.prompt() : String();
     }
 
     void setState(const char* key, const char* value) override
     {
-        if (std::strcmp(key, "prompt") == 0)
+        if (std::strcmp(key, BARFORGE_PROMPT_KEY) == 0)
             fRequests.setPrompt(value);
     }
 
     float getParameterValue(uint32_t index) const override { return fParams[index]; }
-    void setParameterValue(uint32_t index, float value) override { fParams[index] = value; }
+
+    /* A press of Generate or Continue is latched here: a UI's click can press and release
+     * between two blocks (the JACK standalone calls this from its UI thread). */
+    void setParameterValue(uint32_t index, float value) override
+    {
+        if ((index == kGenerate || index == kContinue) && value >= 0.5f && fParams[index] < 0.5f)
+            (index == kGenerate ? fGeneratePressed : fContinuePressed).store(true);
+        fParams[index] = value;
+    }
 
     void bufferSizeChanged(uint32_t frames) override { allocateInputCopy(frames); }
     void sampleRateChanged(double rate) override { bf_player_reset(&fPlayer, rate); }
@@ -175,15 +214,11 @@ protected:
         }
         bf_player_render(&fPlayer, outputs[0], outputs[1], 0, frames);
 
-        /* Buttons: one request per press (rising edge), after the block's position (it carries
-         * the tempo). */
-        const bool generate = fParams[kGenerate] >= 0.5f, cont = fParams[kContinue] >= 0.5f;
-        if (generate && !fGenerateDown)
+        /* Buttons: one request per press, after the block's position (it carries the tempo). */
+        if (fGeneratePressed.exchange(false))
             request(BF_REQ_GENERATE);
-        if (cont && !fContinueDown)
+        if (fContinuePressed.exchange(false))
             request(BF_REQ_CONTINUE);
-        fGenerateDown = generate;
-        fContinueDown = cont;
 
         if (fSeg != nullptr)
         {
@@ -202,7 +237,10 @@ protected:
                 bf_capture_write(fSeg, planes, 2, 1, frames, fPlayer.beat);
             }
         }
-        fParams[kPlaying] = (float)bf_player_playing(&fPlayer);
+        fParams[kPlaying] = (float)(bf_player_playing(&fPlayer) + 1);
+        fParams[kServerState] = (float)fRequests.serverState();
+        fParams[kServerProgress] = fRequests.serverProgress();
+        fParams[kServerError] = (float)fRequests.serverError();
     }
 
 private:
@@ -231,7 +269,7 @@ private:
     bf_segment* fSeg = nullptr;
     RequestThread fRequests;
     uint32_t fFramesToCheck = 0, fRingRate = 0, fInputFrames = 0;
-    bool fGenerateDown = false, fContinueDown = false;
+    std::atomic<bool> fGeneratePressed{false}, fContinuePressed{false};
     std::vector<float> fInputCopy[2];
 
     DISTRHO_DECLARE_NON_COPYABLE_WITH_LEAK_DETECTOR(BarforgePlayer)

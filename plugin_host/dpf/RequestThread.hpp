@@ -69,6 +69,11 @@ public:
 
     bool checkInFlight() const noexcept { return fCheckInFlight.load(std::memory_order_acquire); }
 
+    /* The server's status (barforge_server_status.h), as numbers the audio thread can copy. */
+    int serverState() const noexcept { return fState.load(std::memory_order_relaxed); }
+    float serverProgress() const noexcept { return fProgress.load(std::memory_order_relaxed); }
+    int serverError() const noexcept { return fError.load(std::memory_order_relaxed); }
+
     /* A replacement for `current` when one is ready and the last retired one was unmapped;
      * `current` is then retired (unmapped here later). */
     bf_segment* takeFresh(bf_segment* current) noexcept
@@ -91,11 +96,20 @@ protected:
             bf_request r;
             while (fRing.isDataAvailableForReading() && fRing.readCustomType(r))
                 handle(r);
+            bf_requester_poll(&fRequester);
+            publishStatus();
             d_msleep(5);
         }
     }
 
 private:
+    void publishStatus() noexcept
+    {
+        fState.store((int)fRequester.status.state, std::memory_order_relaxed);
+        fProgress.store(fRequester.status.progress, std::memory_order_relaxed);
+        fError.store(fRequester.status.error, std::memory_order_relaxed);
+    }
+
     void handle(bf_request& r)
     {
         if (r.kind == BF_REQ_GENERATE || r.kind == BF_REQ_CONTINUE)
@@ -122,6 +136,8 @@ private:
     bf_segment* fLatest = nullptr;
     std::atomic<bf_segment*> fFresh{nullptr}, fRetired{nullptr};
     std::atomic<bool> fCheckInFlight{false};
+    std::atomic<int> fState{BF_SERVER_NOT_CONNECTED}, fError{0};
+    std::atomic<float> fProgress{0.0f};
     mutable Mutex fPromptLock;
     char fPrompt[BF_PROMPT_BYTES] = {};
 };

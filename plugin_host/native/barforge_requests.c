@@ -103,11 +103,18 @@ void bf_requester_close(bf_requester *q)
     q->sock = -1;
 }
 
+void bf_requester_poll(bf_requester *q)
+{
+    char reply[1024];
+    ssize_t n;
+    while (q->sock >= 0 && (n = recv(q->sock, reply, sizeof reply, MSG_DONTWAIT)) > 0)
+        bf_server_status_apply(&q->status, reply, (size_t)n); /* (clips come through memory) */
+}
+
 bf_segment *bf_requester_handle(bf_requester *q, const bf_request *r)
 {
-    char drain[512], job[64];
-    while (q->sock >= 0 && recv(q->sock, drain, sizeof drain, MSG_DONTWAIT) > 0) {
-    } /* replies are not needed: clips arrive through shared memory */
+    char job[64];
+    bf_requester_poll(q);
     if (r->kind == BF_REQ_GENERATE || r->kind == BF_REQ_CONTINUE)
         snprintf(job, sizeof job, "%s-%d-%u-%u", q->job_prefix, (int)getpid(), q->instance,
                  ++q->job_counter);
@@ -134,6 +141,10 @@ bf_segment *bf_requester_handle(bf_requester *q, const bf_request *r)
                 q->capture_asked = NULL;
         }
         const bf_segment *now = fresh ? fresh : seg; /* ask once per segment, the first too */
+        if (!now)
+            q->status.state = BF_SERVER_NOT_CONNECTED;
+        else if (q->status.state == BF_SERVER_NOT_CONNECTED)
+            q->status.state = BF_SERVER_IDLE;
         if (now && r->capture && now != q->capture_asked) {
             osc_send(q, "/barforge/capture", "i", (int)r->rate);
             q->capture_asked = now;

@@ -11,6 +11,7 @@
 #ifndef BARFORGE_REQUESTS_H
 #define BARFORGE_REQUESTS_H
 
+#include "barforge_server_status.h"
 #include "barforge_shm.h"
 
 #include <netinet/in.h>
@@ -38,12 +39,15 @@ typedef struct {
     char job_prefix[16];
     unsigned instance, job_counter;  /* job ids: <prefix>-<pid>-<instance>-<n>, unique in the host */
     const bf_segment *capture_asked; /* the segment /barforge/capture was sent for */
+    bf_server_status status;         /* from the replies, and whether there is a segment */
 } bf_requester;
 
 /* Open the UDP socket and read the configuration; job_prefix names the build ("lv2", "dpf"). */
 void bf_requester_open(bf_requester *q, const char *job_prefix);
 void bf_requester_close(bf_requester *q);
-/* Carry out one request. For BF_REQ_CHECK: returns a freshly attached segment when the one in
+/* Read the replies that arrived (without waiting) into q->status. */
+void bf_requester_poll(bf_requester *q);
+/* Carry out one request (after reading the replies). For BF_REQ_CHECK: returns a freshly attached segment when the one in
  * use is missing or was replaced (the caller swaps it in and hands the old one back with
  * BF_REQ_FREE), else NULL. */
 bf_segment *bf_requester_handle(bf_requester *q, const bf_request *r);

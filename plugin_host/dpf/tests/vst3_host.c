@@ -192,9 +192,18 @@ int main(int argc, char **argv)
         return 1;
     }
     struct v3_edit_controller **ctl = NULL;
-    if (stress) { /* the parameter ids: from the component's own edit controller */
+    if (stress) { /* the parameter ids: from the component itself or its own controller class */
         long id = -1;
-        if ((*comp)->query_interface(comp, v3_edit_controller_iid, (void **)&ctl) == V3_OK)
+        v3_tuid ctl_class;
+        if ((*comp)->query_interface(comp, v3_edit_controller_iid, (void **)&ctl) != V3_OK) {
+            ctl = NULL;
+            if ((*comp)->get_controller_class_id(comp, ctl_class) == V3_OK &&
+                (*factory)->create_instance(factory, ctl_class, v3_edit_controller_iid,
+                                            (void **)&ctl) == V3_OK &&
+                (*ctl)->initialize(ctl, NULL) != V3_OK)
+                ctl = NULL;
+        }
+        if (ctl)
             id = find_param(ctl, "Generate");
         if (id < 0) {
             fprintf(stderr, "no Generate parameter\n");
@@ -268,8 +277,10 @@ int main(int argc, char **argv)
     }
     (*proc)->set_processing(proc, 0);
     (*comp)->set_active(comp, 0);
-    if (ctl)
+    if (ctl) {
+        (*ctl)->terminate(ctl);
         (*ctl)->unref(ctl);
+    }
     (*proc)->unref(proc);
     (*comp)->terminate(comp);
     (*comp)->unref(comp);
