@@ -14,6 +14,8 @@
  *                                  keys bar (Long), barbeat, beat, bpb, bpm, speed (Float)
  *   prompt FRAME TEXT...           queue a patch:Set of the prompt (the rest of the line)
  *   run N                          run N blocks of 128 frames -> "ok FRAMES PLAYING"
+ *   sync 0|1                       worker asynchronous (default: after run()) or synchronous
+ *                                  (inside schedule_work, as Ardour's while exporting)
  *   stats                          -> "ok rt NAME=COUNT... probe=N blocks=N median_ns=X
  *                                     p999_ns=X max_ns=X" (run() of the first instance)
  *   quit                           close the output and exit
@@ -100,14 +102,30 @@ static LV2_Worker_Status push(Queue *q, void *instance, uint32_t size, const voi
     return LV2_WORKER_SUCCESS;
 }
 
-static LV2_Worker_Status schedule_work(LV2_Worker_Schedule_Handle h, uint32_t size, const void *data)
-{
-    return push(&work_q, h, size, data);
-}
+/* "sync 1": a synchronous worker, as Ardour's while it exports: schedule_work runs work()
+ * at once, and respond runs work_response() at once, inside it. */
+static int sync_worker;
+static const LV2_Worker_Interface *worker_iface;
+static LV2_Handle handles[MAX_INSTANCES];
 
 static LV2_Worker_Status respond(LV2_Worker_Respond_Handle h, uint32_t size, const void *data)
 {
+    if (sync_worker)
+        return worker_iface->work_response(handles[*(const uint32_t *)h], size, data);
     return push(&resp_q, h, size, data);
+}
+
+static LV2_Worker_Status schedule_work(LV2_Worker_Schedule_Handle h, uint32_t size, const void *data)
+{
+    if (sync_worker && worker_iface) {
+        const int was_rt = rt_probe_in_rt; /* (the work itself may do anything) */
+        rt_probe_in_rt = 0;
+        LV2_Worker_Status st = worker_iface->work(handles[*(const uint32_t *)h], respond, h,
+                                                  size, data);
+        rt_probe_in_rt = was_rt;
+        return st;
+    }
+    return push(&work_q, h, size, data);
 }
 
 /* ---- the host ---------------------------------------------------------------------- */
@@ -257,7 +275,9 @@ int main(int argc, char **argv)
                                       : p == CONTROL ? (void *)ctrl : (void *)&ports[i][p]);
         if (d->activate)
             d->activate(hs[i]);
+        handles[i] = hs[i];
     }
+    worker_iface = wi;
 
     uint64_t frame = 0;
     char line[4096];
@@ -349,6 +369,9 @@ int main(int argc, char **argv)
             }
             fflush(out);
             printf("ok %llu %g\n", (unsigned long long)frame, ports[0][PLAYING]);
+        } else if (strcmp(cmd, "sync") == 0) {
+            sync_worker = atoi(rest) != 0;
+            printf("ok\n");
         } else if (strcmp(cmd, "stats") == 0) {
             uint64_t n = n_blocks < MAX_TIMED ? n_blocks : MAX_TIMED, med = 0, p999 = 0, max = 0;
             if (n) {
