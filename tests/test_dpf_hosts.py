@@ -111,3 +111,26 @@ def test_process_never_allocates_locks_logs_or_makes_system_calls(hosts, dpf_bun
     if kind == "LV2":  # the prompt came as a patch:Set, as a generic host sends it
         assert all(b"a prompt set without a UI" in m for m in generate)
     assert segment.capture_state().write_frames > 0  # the input went into the capture ring
+
+
+def test_lv2_prompt_is_state_saved_and_restored_with_the_session(hosts, dpf_bundles, segment):
+    """The prompt set in one instance (a patch:Set, as a generic host sends it), saved through
+    the LV2 state interface and restored into a new instance, is the prompt that instance
+    sends with Generate: what a DAW does when it saves a session and loads it again."""
+    osc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    osc.bind(("127.0.0.1", 0))
+    osc.settimeout(1.0)
+    try:
+        run_host(hosts, dpf_bundles, "LV2", segment, 120.0, 4, 2000, "-", "stress",
+                 "saved with the session", "roundtrip", osc_port=osc.getsockname()[1])
+        prompts = []
+        try:
+            while True:
+                msg = osc.recv(2048)
+                if msg.startswith(b"/barforge/generate"):
+                    prompts.append(msg)
+        except socket.timeout:
+            pass
+    finally:
+        osc.close()
+    assert prompts and all(b"\0saved with the session\0" in m for m in prompts)

@@ -3,12 +3,15 @@
  * gives it: urid:map, options (block length, rate), a worker, a time:Position every block
  * with the bar and beat rounded to whole 1/1920-beat ticks and the frame, as Ardour sends them.
  *
- *   lv2_host PLUGIN_dsp.so RATE BPM BEATS_PER_BAR BLOCKS OUT.f32|- [stress [PROMPT]]
+ *   lv2_host PLUGIN_dsp.so RATE BPM BEATS_PER_BAR BLOCKS OUT.f32|- [stress [PROMPT [roundtrip]]]
  *
  * OUT.f32 gets the output, interleaved float32 (or nothing for "-"). With "stress", block 10
  * carries a patch:Set of the prompt (PROMPT, default "stress"), every 700th block presses
  * Generate (the control port is 1 for that block only), every 1000th relocates by 3.3 beats and every
- * 1500th changes the tempo. The worker runs after run(), outside the audio context (as an
+ * 1500th changes the tempo. With "roundtrip" the prompt is set in an earlier instance instead
+ * (a patch:Set handed to its worker, as DPF's run() does), whose state is saved through the
+ * LV2 state interface and restored into the instance that runs: a DAW session saved and
+ * loaded. The worker runs after run(), outside the audio context (as an
  * asynchronous host worker does). Prints "ok rt NAME=COUNT... probe=N blocks=N": the calls the
  * plugin made inside run() (plugin_host/rt_probe), and a probe count from instantiate().
  */
@@ -25,6 +28,7 @@
 #include <lv2/options/options.h>
 #include <lv2/parameters/parameters.h>
 #include <lv2/patch/patch.h>
+#include <lv2/state/state.h>
 #include <lv2/time/time.h>
 #include <lv2/urid/urid.h>
 #include <lv2/worker/worker.h>
@@ -77,6 +81,39 @@ static LV2_Worker_Status respond(LV2_Worker_Respond_Handle h, uint32_t size, con
     return LV2_WORKER_SUCCESS; /* (the player's state messages need no answer) */
 }
 
+/* The saved state: one property (the player has one, its prompt). */
+static struct {
+    uint32_t key, type;
+    size_t size;
+    char value[1024];
+} saved;
+
+static LV2_State_Status store(LV2_State_Handle h, uint32_t key, const void *value, size_t size,
+                              uint32_t type, uint32_t flags)
+{
+    (void)h;
+    (void)flags;
+    if (size > sizeof saved.value)
+        return LV2_STATE_ERR_NO_SPACE;
+    saved.key = key;
+    saved.type = type;
+    saved.size = size;
+    memcpy(saved.value, value, size);
+    return LV2_STATE_SUCCESS;
+}
+
+static const void *retrieve(LV2_State_Handle h, uint32_t key, size_t *size, uint32_t *type,
+                            uint32_t *flags)
+{
+    (void)h;
+    if (!saved.size || key != saved.key)
+        return NULL;
+    *size = saved.size;
+    *type = saved.type;
+    *flags = LV2_STATE_IS_POD | LV2_STATE_IS_PORTABLE;
+    return saved.value;
+}
+
 int main(int argc, char **argv)
 {
     rt_probe_resolve();
@@ -90,6 +127,7 @@ int main(int argc, char **argv)
     const long blocks = atol(argv[5]);
     const int stress = argc > 7 && strcmp(argv[7], "stress") == 0;
     const char *prompt = argc > 8 ? argv[8] : "stress";
+    const int roundtrip = argc > 9 && strcmp(argv[9], "roundtrip") == 0;
     FILE *out = strcmp(argv[6], "-") ? fopen(argv[6], "wb") : NULL;
 
     void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -117,6 +155,33 @@ int main(int argc, char **argv)
                 f_sched = {LV2_WORKER__schedule, &sched};
     const LV2_Feature *features[] = {&f_map, &f_opts, &f_sched, NULL};
 
+    const LV2_State_Interface *state = d->extension_data
+                                           ? d->extension_data(LV2_STATE__interface) : NULL;
+    if (roundtrip) { /* the session before: the prompt set, the state saved */
+        static uint8_t set_buf[2048];
+        LV2_Atom_Forge f;
+        LV2_Atom_Forge_Frame obj;
+        lv2_atom_forge_init(&f, &map);
+        lv2_atom_forge_set_buffer(&f, set_buf, sizeof set_buf);
+        lv2_atom_forge_object(&f, &obj, 0, map_uri(NULL, LV2_PATCH__Set));
+        lv2_atom_forge_key(&f, map_uri(NULL, LV2_PATCH__property));
+        lv2_atom_forge_urid(&f, map_uri(NULL, PLAYER_URI "#prompt"));
+        lv2_atom_forge_key(&f, map_uri(NULL, LV2_PATCH__value));
+        lv2_atom_forge_string(&f, prompt, (uint32_t)strlen(prompt));
+        lv2_atom_forge_pop(&f, &obj);
+        LV2_Handle before = d->instantiate(d, rate, "", features);
+        const LV2_Atom *set = (const LV2_Atom *)set_buf;
+        if (!before || !wi || !state ||
+            wi->work(before, respond, NULL, sizeof *set + set->size, set) != LV2_WORKER_SUCCESS ||
+            state->save(before, store, NULL, LV2_STATE_IS_POD | LV2_STATE_IS_PORTABLE, NULL) !=
+                LV2_STATE_SUCCESS) {
+            fprintf(stderr, "could not set and save the prompt\n");
+            return 1;
+        }
+        d->cleanup(before);
+        fprintf(stderr, "saved %s (%zu bytes)\n", uri_table[saved.key - 1], saved.size);
+    }
+
     rt_probe_in_rt = 1; /* probe: instantiate allocates and maps the segment */
     LV2_Handle h = d->instantiate(d, rate, "", features);
     rt_probe_in_rt = 0;
@@ -136,6 +201,10 @@ int main(int argc, char **argv)
         d->connect_port(h, p, p <= IN_R ? (void *)in[p] : p <= OUT_R ? (void *)outb[p - OUT_L]
                               : p == EVENTS_IN ? (void *)events_in
                               : p == EVENTS_OUT ? (void *)events_out : (void *)&ports[p]);
+    if (roundtrip && state->restore(h, retrieve, NULL, 0, NULL) != LV2_STATE_SUCCESS) {
+        fprintf(stderr, "restore failed\n");
+        return 1;
+    }
     if (d->activate)
         d->activate(h);
 
@@ -185,7 +254,7 @@ int main(int argc, char **argv)
         lv2_atom_forge_key(&forge, beats_per_minute);
         lv2_atom_forge_float(&forge, (float)bpm);
         lv2_atom_forge_pop(&forge, &obj);
-        if (stress && b == 10) {
+        if (stress && b == 10 && !roundtrip) {
             lv2_atom_forge_frame_time(&forge, 0);
             lv2_atom_forge_object(&forge, &obj, 0, patch_set);
             lv2_atom_forge_key(&forge, patch_property);
