@@ -32,6 +32,12 @@ public:
         fRequests.startThread();
     }
 
+    ~BarforgePlayer() override
+    {
+        fRequests.stopThread(2000); /* it may be looking at fSeg (its newest segment) */
+        bf_segment_free(fSeg);      /* ours; the thread frees the ones it still holds */
+    }
+
 protected:
     const char* getLabel() const override { return "barforge_player"; }
     const char* getDescription() const override

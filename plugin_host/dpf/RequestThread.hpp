@@ -31,6 +31,7 @@ public:
         fLatest = bf_segment_open(fRequester.shm_name);
     }
 
+    /* The audio side frees the segment it plays from; this frees the ones not handed over. */
     ~RequestThread() override
     {
         stopThread(2000);
