@@ -78,6 +78,34 @@ def available() -> bool:
     return LUA is not None
 
 
+class ArdourCrashed(AssertionError):
+    """ardour7-lua ended before an export's WAV was complete. Ardour 7.3 does this now and then
+    on its own: with no plugin loaded, 1 run in 8 died between two exports here. A test may
+    run the session again (attempts())."""
+
+
+def attempts(n: int = 3):
+    """Run a session up to n times while Ardour crashes before its WAVs are written:
+    `for attempt in attempts(): with attempt: ...`. Any other failure ends it at once."""
+    for k in range(n):
+        attempt = _Attempt(last=k == n - 1)
+        yield attempt
+        if attempt.ok:
+            return
+
+
+class _Attempt:
+    def __init__(self, last: bool) -> None:
+        self.last, self.ok = last, False
+
+    def __enter__(self) -> "_Attempt":
+        return self
+
+    def __exit__(self, kind, value, tb) -> bool:
+        self.ok = kind is None
+        return kind is ArdourCrashed and not self.last  # swallow a crash, unless the last try
+
+
 class ArdourRun:
     """One luasession run in the background; the test paces its exports with go()."""
 
@@ -117,7 +145,7 @@ class ArdourRun:
         deadline = time.monotonic() + timeout
         while not done.exists():
             if self.proc.poll() is not None:
-                raise AssertionError(f"ardour7-lua ended ({self.proc.returncode}) before export "
+                raise ArdourCrashed(f"ardour7-lua ended ({self.proc.returncode}) before export "
                                      f"{k}: {Path(self.log.name).read_text()[-3000:]}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"export {k} took over {timeout} s")
