@@ -1,4 +1,4 @@
-"""``barforge host`` (the reference host) and ``barforge build-plugin`` (the LV2 bundle)."""
+"""``barforge host`` (the reference host) and ``barforge build-plugin`` (the player's bundles)."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 LV2_DIR = Path(__file__).resolve().parent / "lv2"
+DPF_DIR = Path(__file__).resolve().parent / "dpf"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,9 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seconds to wait for the server to answer a ping (default: 10)")
     p.set_defaults(func=host)
 
-    b = sub.add_parser("build-plugin", help="build the Barforge Player LV2 bundle (make -C plugin_host/lv2)")
-    b.add_argument("--out", default=str(LV2_DIR / "build"),
-                   help="folder that receives barforge_player.lv2/ (default: plugin_host/lv2/build)")
+    b = sub.add_parser("build-plugin", help="build the Barforge Player: LV2, VST3 and CLAP bundles (DPF, "
+                                            "make -C plugin_host/dpf) and the hand-written LV2 bundle")
+    b.add_argument("--out", default=str(DPF_DIR / "build"),
+                   help="folder that receives BarforgePlayer.lv2/, .vst3/, .clap and barforge_player.lv2/ "
+                        "(default: plugin_host/dpf/build)")
+    b.add_argument("--no-dpf", action="store_true",
+                   help="only the hand-written LV2 bundle (needs lv2-dev, not dpf-source)")
     b.set_defaults(func=build_plugin)
 
 
@@ -80,7 +85,11 @@ def host(args: argparse.Namespace) -> int:
 
 
 def build_plugin(args: argparse.Namespace) -> int:
-    subprocess.run(["make", "-C", str(LV2_DIR), f"OUT={Path(args.out).resolve()}"], check=True)
-    print(f"built {Path(args.out).resolve() / 'barforge_player.lv2'}; "
-          f"LV2_PATH={Path(args.out).resolve()} to load it")
+    out = Path(args.out).resolve()
+    subprocess.run(["make", "-C", str(LV2_DIR), f"OUT={out}"], check=True)
+    built = ["barforge_player.lv2"]
+    if not args.no_dpf:
+        subprocess.run(["make", "-C", str(DPF_DIR), f"OUT={out}"], check=True)
+        built += ["BarforgePlayer.lv2", "BarforgePlayer.vst3", "BarforgePlayer.clap"]
+    print(f"built {', '.join(built)} in {out}; LV2_PATH={out} (LV2), a VST3 / CLAP path at it for the others")
     return 0

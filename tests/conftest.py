@@ -9,12 +9,17 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 # property tests keep no example database in the work tree; a failure prints its example
 settings.register_profile("barforge", database=None)
 settings.load_profile("barforge")
+
+DPF_PLAYER_DIR = Path(__file__).resolve().parent.parent / "plugin_host" / "dpf"
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +37,15 @@ def default_bundle(default_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("default_bundle") / "bundle"
     export_bundle(default_model, out, log=lambda s: None)
     return load_model(str(out), provider="cpu")
+
+
+@pytest.fixture(scope="session")
+def dpf_bundles(tmp_path_factory) -> Path:
+    """The DPF Barforge Player built once per run: a folder with BarforgePlayer.lv2/, .vst3/
+    and .clap (make -C plugin_host/dpf)."""
+    if not Path("/usr/share/dpf/Makefile.plugins.mk").exists():
+        pytest.skip("needs the DISTRHO Plugin Framework: apt-get install dpf-source")
+    out = tmp_path_factory.mktemp("dpf")
+    subprocess.run(["make", "-s", "-C", str(DPF_PLAYER_DIR), f"OUT={out}"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return out

@@ -14,6 +14,8 @@
  *                                  keys bar (Long), barbeat, beat, bpb, bpm, speed (Float)
  *   prompt FRAME TEXT...           queue a patch:Set of the prompt (the rest of the line)
  *   run N                          run N blocks of 128 frames -> "ok FRAMES PLAYING"
+ *   sync 0|1                       worker asynchronous (default: after run()) or synchronous
+ *                                  (inside schedule_work, as Ardour's while exporting)
  *   stats                          -> "ok rt NAME=COUNT... probe=N blocks=N median_ns=X
  *                                     p999_ns=X max_ns=X" (run() of the first instance)
  *   quit                           close the output and exit
@@ -25,7 +27,7 @@
  * the previous block's work_response, then work_response for each response (in the audio
  * context, as LV2 requires), then end_run.
  *
- * Real-time check: this executable defines malloc, free, pthread_mutex_lock, write, sendto,
+ * Real-time check (plugin_host/rt_probe): this executable defines malloc, free, pthread_mutex_lock, write, sendto,
  * shm_open, mmap, nanosleep and friends (it is linked with -rdynamic, so they interpose on the
  * plugin's calls) and counts every call made while the audio thread is inside run() or
  * work_response(). A probe during instantiate (which may allocate) proves the interposition
@@ -52,142 +54,12 @@
 #include <lv2/urid/urid.h>
 #include <lv2/worker/worker.h>
 
+#include "rt_probe.h"
+
 #define BLOCK 128
 #define PLUGIN_URI "http://barforge.dev/lv2/player"
 #define N_PORTS 13
 enum { IN_L, IN_R, OUT_L, OUT_R, CONTROL, PLAYING = 12 };
-
-/* ---- interposition: count calls made from the audio context ------------------------ */
-
-enum {
-    K_MALLOC, K_CALLOC, K_REALLOC, K_FREE, K_MEMALIGN, K_MUTEX_LOCK, K_MUTEX_TRYLOCK,
-    K_COND_WAIT, K_SEM_WAIT, K_WRITE, K_READ, K_SEND, K_SENDTO, K_RECV, K_RECVFROM, K_CLOSE,
-    K_SHM_OPEN, K_MMAP, K_MUNMAP, K_NANOSLEEP, K_CLOCK_NANOSLEEP, K_USLEEP, K_SCHED_YIELD,
-    K_VFPRINTF, K_FPUTS, K_N
-};
-static const char *const k_names[K_N] = {
-    "malloc", "calloc", "realloc", "free", "memalign", "pthread_mutex_lock",
-    "pthread_mutex_trylock", "pthread_cond_wait", "sem_wait", "write", "read", "send", "sendto",
-    "recv", "recvfrom", "close", "shm_open", "mmap", "munmap", "nanosleep", "clock_nanosleep",
-    "usleep", "sched_yield", "vfprintf", "fputs"};
-
-static __thread int in_rt;         /* set while the audio context is inside the plugin */
-static unsigned long counts[K_N];  /* calls seen while in_rt */
-
-#define NOTE(k) do { if (in_rt) ++counts[k]; } while (0)
-
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void __libc_free(void *);
-extern void *__libc_memalign(size_t, size_t);
-
-void *malloc(size_t n) { NOTE(K_MALLOC); return __libc_malloc(n); }
-void *calloc(size_t a, size_t b) { NOTE(K_CALLOC); return __libc_calloc(a, b); }
-void *realloc(void *p, size_t n) { NOTE(K_REALLOC); return __libc_realloc(p, n); }
-void free(void *p) { NOTE(K_FREE); __libc_free(p); }
-int posix_memalign(void **p, size_t a, size_t n)
-{
-    NOTE(K_MEMALIGN);
-    *p = __libc_memalign(a, n);
-    return *p ? 0 : ENOMEM;
-}
-void *aligned_alloc(size_t a, size_t n) { NOTE(K_MEMALIGN); return __libc_memalign(a, n); }
-
-/* The real ones, looked up once in main() before anything runs. */
-static struct {
-    int (*mutex_lock)(pthread_mutex_t *);
-    int (*mutex_trylock)(pthread_mutex_t *);
-    int (*cond_wait)(pthread_cond_t *, pthread_mutex_t *);
-    int (*sem_wait)(sem_t *);
-    ssize_t (*write)(int, const void *, size_t);
-    ssize_t (*read)(int, void *, size_t);
-    ssize_t (*send)(int, const void *, size_t, int);
-    ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
-    ssize_t (*recv)(int, void *, size_t, int);
-    ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
-    int (*close)(int);
-    int (*shm_open)(const char *, int, mode_t);
-    void *(*mmap)(void *, size_t, int, int, int, off_t);
-    int (*munmap)(void *, size_t);
-    int (*nanosleep)(const struct timespec *, struct timespec *);
-    int (*clock_nanosleep)(clockid_t, int, const struct timespec *, struct timespec *);
-    int (*usleep)(useconds_t);
-    int (*sched_yield)(void);
-    int (*vfprintf)(FILE *, const char *, va_list);
-    int (*fputs)(const char *, FILE *);
-} real;
-
-static void resolve(void)
-{
-#define R(field, sym) *(void **)(&real.field) = dlsym(RTLD_NEXT, sym)
-    R(mutex_lock, "pthread_mutex_lock");
-    R(mutex_trylock, "pthread_mutex_trylock");
-    R(cond_wait, "pthread_cond_wait");
-    R(sem_wait, "sem_wait");
-    R(write, "write");
-    R(read, "read");
-    R(send, "send");
-    R(sendto, "sendto");
-    R(recv, "recv");
-    R(recvfrom, "recvfrom");
-    R(close, "close");
-    R(shm_open, "shm_open");
-    R(mmap, "mmap");
-    R(munmap, "munmap");
-    R(nanosleep, "nanosleep");
-    R(clock_nanosleep, "clock_nanosleep");
-    R(usleep, "usleep");
-    R(sched_yield, "sched_yield");
-    R(vfprintf, "vfprintf");
-    R(fputs, "fputs");
-#undef R
-}
-
-int pthread_mutex_lock(pthread_mutex_t *m) { NOTE(K_MUTEX_LOCK); return real.mutex_lock(m); }
-int pthread_mutex_trylock(pthread_mutex_t *m) { NOTE(K_MUTEX_TRYLOCK); return real.mutex_trylock(m); }
-int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m) { NOTE(K_COND_WAIT); return real.cond_wait(c, m); }
-int sem_wait(sem_t *s) { NOTE(K_SEM_WAIT); return real.sem_wait(s); }
-ssize_t write(int fd, const void *b, size_t n) { NOTE(K_WRITE); return real.write(fd, b, n); }
-ssize_t read(int fd, void *b, size_t n) { NOTE(K_READ); return real.read(fd, b, n); }
-ssize_t send(int fd, const void *b, size_t n, int fl) { NOTE(K_SEND); return real.send(fd, b, n, fl); }
-ssize_t sendto(int fd, const void *b, size_t n, int fl, const struct sockaddr *a, socklen_t al)
-{
-    NOTE(K_SENDTO);
-    return real.sendto(fd, b, n, fl, a, al);
-}
-ssize_t recv(int fd, void *b, size_t n, int fl) { NOTE(K_RECV); return real.recv(fd, b, n, fl); }
-ssize_t recvfrom(int fd, void *b, size_t n, int fl, struct sockaddr *a, socklen_t *al)
-{
-    NOTE(K_RECVFROM);
-    return real.recvfrom(fd, b, n, fl, a, al);
-}
-int close(int fd) { NOTE(K_CLOSE); return real.close(fd); }
-int shm_open(const char *name, int flags, mode_t mode) { NOTE(K_SHM_OPEN); return real.shm_open(name, flags, mode); }
-void *mmap(void *a, size_t n, int prot, int flags, int fd, off_t off)
-{
-    NOTE(K_MMAP);
-    return real.mmap(a, n, prot, flags, fd, off);
-}
-int munmap(void *a, size_t n) { NOTE(K_MUNMAP); return real.munmap(a, n); }
-int nanosleep(const struct timespec *t, struct timespec *rem) { NOTE(K_NANOSLEEP); return real.nanosleep(t, rem); }
-int clock_nanosleep(clockid_t c, int fl, const struct timespec *t, struct timespec *rem)
-{
-    NOTE(K_CLOCK_NANOSLEEP);
-    return real.clock_nanosleep(c, fl, t, rem);
-}
-int usleep(useconds_t us) { NOTE(K_USLEEP); return real.usleep(us); }
-int sched_yield(void) { NOTE(K_SCHED_YIELD); return real.sched_yield(); }
-int vfprintf(FILE *f, const char *fmt, va_list ap) { NOTE(K_VFPRINTF); return real.vfprintf(f, fmt, ap); }
-int fprintf(FILE *f, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vfprintf(f, fmt, ap);
-    va_end(ap);
-    return n;
-}
-int fputs(const char *s, FILE *f) { NOTE(K_FPUTS); return real.fputs(s, f); }
 
 /* ---- urid:map: a table ------------------------------------------------------------- */
 
@@ -230,14 +102,30 @@ static LV2_Worker_Status push(Queue *q, void *instance, uint32_t size, const voi
     return LV2_WORKER_SUCCESS;
 }
 
-static LV2_Worker_Status schedule_work(LV2_Worker_Schedule_Handle h, uint32_t size, const void *data)
-{
-    return push(&work_q, h, size, data);
-}
+/* "sync 1": a synchronous worker, as Ardour's while it exports: schedule_work runs work()
+ * at once, and respond runs work_response() at once, inside it. */
+static int sync_worker;
+static const LV2_Worker_Interface *worker_iface;
+static LV2_Handle handles[MAX_INSTANCES];
 
 static LV2_Worker_Status respond(LV2_Worker_Respond_Handle h, uint32_t size, const void *data)
 {
+    if (sync_worker)
+        return worker_iface->work_response(handles[*(const uint32_t *)h], size, data);
     return push(&resp_q, h, size, data);
+}
+
+static LV2_Worker_Status schedule_work(LV2_Worker_Schedule_Handle h, uint32_t size, const void *data)
+{
+    if (sync_worker && worker_iface) {
+        const int was_rt = rt_probe_in_rt; /* (the work itself may do anything) */
+        rt_probe_in_rt = 0;
+        LV2_Worker_Status st = worker_iface->work(handles[*(const uint32_t *)h], respond, h,
+                                                  size, data);
+        rt_probe_in_rt = was_rt;
+        return st;
+    }
+    return push(&work_q, h, size, data);
 }
 
 /* ---- the host ---------------------------------------------------------------------- */
@@ -323,7 +211,7 @@ static void insert_event(const Event *e)
 
 int main(int argc, char **argv)
 {
-    resolve();
+    rt_probe_resolve();
     const int n_inst = argc == 5 ? atoi(argv[4]) : 1;
     if ((argc != 4 && argc != 5) || n_inst < 1 || n_inst > MAX_INSTANCES) {
         fprintf(stderr, "usage: %s PLUGIN.so RATE OUT.f32 [INSTANCES 1..4]\n", argv[0]);
@@ -368,12 +256,12 @@ int main(int argc, char **argv)
         f_sched[i] = (LV2_Feature){LV2_WORKER__schedule, &sched[i]};
         const LV2_Feature *features[] = {&f_map, &f_sched[i], NULL};
         /* Probe: instantiate allocates and opens the segment; those calls must be seen. */
-        in_rt = 1;
+        rt_probe_in_rt = 1;
         hs[i] = d->instantiate(d, rate, "", features);
-        in_rt = 0;
-        for (int k = 0; k < K_N; ++k) {
-            probe += counts[k];
-            counts[k] = 0;
+        rt_probe_in_rt = 0;
+        for (int k = 0; k < RT_PROBE_N; ++k) {
+            probe += rt_probe_counts[k];
+            rt_probe_counts[k] = 0;
         }
         if (!hs[i]) {
             fprintf(stderr, "instantiate failed\n");
@@ -387,7 +275,9 @@ int main(int argc, char **argv)
                                       : p == CONTROL ? (void *)ctrl : (void *)&ports[i][p]);
         if (d->activate)
             d->activate(hs[i]);
+        handles[i] = hs[i];
     }
+    worker_iface = wi;
 
     uint64_t frame = 0;
     char line[4096];
@@ -444,9 +334,9 @@ int main(int argc, char **argv)
                 }
                 for (int i = 0; i < n_inst; ++i) { /* the first one is timed */
                     uint64_t t0 = now_ns();
-                    in_rt = 1;
+                    rt_probe_in_rt = 1;
                     d->run(hs[i], BLOCK);
-                    in_rt = 0;
+                    rt_probe_in_rt = 0;
                     uint64_t t1 = now_ns();
                     if (i == 0 && n_blocks < MAX_TIMED)
                         block_ns[n_blocks] = t1 - t0;
@@ -467,18 +357,21 @@ int main(int argc, char **argv)
                                  todo.size[k], todo.data[k]);
                     answers = resp_q;
                     resp_q.n = 0;
-                    in_rt = 1;
+                    rt_probe_in_rt = 1;
                     for (uint32_t k = 0; k < answers.n; ++k)
                         wi->work_response(hs[answers.instance[k]], answers.size[k],
                                           answers.data[k]);
                     if (wi->end_run)
                         for (int i = 0; i < n_inst; ++i)
                             wi->end_run(hs[i]);
-                    in_rt = 0;
+                    rt_probe_in_rt = 0;
                 }
             }
             fflush(out);
             printf("ok %llu %g\n", (unsigned long long)frame, ports[0][PLAYING]);
+        } else if (strcmp(cmd, "sync") == 0) {
+            sync_worker = atoi(rest) != 0;
+            printf("ok\n");
         } else if (strcmp(cmd, "stats") == 0) {
             uint64_t n = n_blocks < MAX_TIMED ? n_blocks : MAX_TIMED, med = 0, p999 = 0, max = 0;
             if (n) {
@@ -488,9 +381,9 @@ int main(int argc, char **argv)
                 max = block_ns[n - 1];
             }
             printf("ok rt");
-            for (int k = 0; k < K_N; ++k)
-                if (counts[k])
-                    printf(" %s=%lu", k_names[k], counts[k]);
+            for (int k = 0; k < RT_PROBE_N; ++k)
+                if (rt_probe_counts[k])
+                    printf(" %s=%lu", rt_probe_names[k], rt_probe_counts[k]);
             printf(" probe=%lu blocks=%llu median_ns=%llu p999_ns=%llu max_ns=%llu\n", probe,
                    (unsigned long long)n_blocks, (unsigned long long)med,
                    (unsigned long long)p999, (unsigned long long)max);
