@@ -78,7 +78,7 @@ class Renderer:
         frames = tempo.frames_for_bars(job.request.bars, t.bpm, t.beats_per_bar, t.sample_rate)
         clip, flags = clip_render.cut_clip(audio, start, frames, t.sample_rate, seam)
         clip, loud = clip_render.normalize_loudness(clip, t.sample_rate, settings.loudness)
-        job.check_cancel()
+        job.commit()  # from here the job ends in done: a later cancel is refused, not half-kept
         meta = {"job": job.id, "model": self.model_name, "prompt": job.request.prompt,
                 "description": settings.description, "preset": settings.preset, "mode": settings.mode,
                 "seed": settings.seed, "temperature": settings.temperature, "top_k": settings.top_k,
