@@ -3,8 +3,9 @@
 The network thread only calls ``submit``, ``cancel`` and ``status`` (none of them blocks on
 a generation); the worker thread runs one job at a time. A running job is cancelled through
 its ``cancel`` event, which the job's progress callback checks at every decoding step, until
-the job commits to its result (``Job.commit``): from then on it ends in ``done``. Every job
-gets exactly one final reply: whoever sends it claims it first (``Job.claim_final``).
+the job commits to its result (``Job.commit``): from then on it ends in ``done``, and a cancel
+is answered after that ``done`` (``Job.after_final``). Every job gets exactly one final reply:
+whoever sends it claims it first (``Job.claim_final``).
 """
 from __future__ import annotations
 
@@ -31,7 +32,11 @@ class Cancelled(Exception):
 
 
 class Finishing(Exception):
-    """The job committed to its result (its clip is being written): too late to cancel."""
+    """The job committed to its result (its clip is being published): too late to cancel."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(job.id)
+        self.job = job
 
 
 class ShuttingDown(Exception):
@@ -55,6 +60,8 @@ class Job:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _committed: bool = False
     _final_claimed: bool = False
+    _final_sent: bool = False
+    _after_final: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def check_cancel(self) -> None:
         """Raise ``Cancelled`` once the job has been cancelled."""
@@ -82,6 +89,22 @@ class Job:
         with self._lock:
             claimed, self._final_claimed = self._final_claimed, True
             return not claimed
+
+    def final_sent(self) -> None:
+        """The final reply is out: run what waited for it (``after_final``)."""
+        with self._lock:
+            self._final_sent = True
+            waiting, self._after_final = self._after_final, []
+        for send in waiting:
+            send()
+
+    def after_final(self, send: Callable[[], None]) -> None:
+        """Run ``send`` once the job's final reply is out (at once if it is)."""
+        with self._lock:
+            if not self._final_sent:
+                self._after_final.append(send)
+                return
+        send()
 
 
 class JobQueue:
@@ -162,7 +185,7 @@ class JobQueue:
         with self._cond:
             if self._running is not None and self._running.id == job_id:
                 if not self._running.request_cancel(*reason):
-                    raise Finishing(job_id)
+                    raise Finishing(self._running)
                 return self._running
             for job in self._waiting:
                 if job.id == job_id:

@@ -117,3 +117,8 @@ class ClipStore:
             wav_path.unlink(missing_ok=True)
             raise
         return wav_path
+
+    def discard(self, wav_path: Path) -> None:
+        """Remove a saved clip (sidecar first: a sidecar never outlives its WAV)."""
+        wav_path.with_suffix(".json").unlink(missing_ok=True)
+        wav_path.unlink(missing_ok=True)

@@ -88,10 +88,12 @@ class Bridge:
         if isinstance(req, proto.Cancel):
             try:
                 job = self.jobs.cancel(req.job)
-            except Finishing:
-                # protocol v1 has no other reply to a cancel; the job's own final reply is done
-                return proto.ErrorReply(req.job, "unknown_job", f"job {req.job!r} is finishing: "
-                                        "its clip is being written and published")
+            except Finishing as late:
+                # the clip is being published: answer after the job's done, so no host ever
+                # sees an error for this job before its final reply
+                late.job.after_final(lambda: self.send(addr, proto.error(proto.ErrorReply(
+                    req.job, "unknown_job", f"job {req.job!r} finished before the cancel arrived"))))
+                return None
             if job is None:
                 return proto.ErrorReply(req.job, "unknown_job", f"no queued or running job {req.job!r}")
             return proto.build(P + "cancelled", req.job)
@@ -136,6 +138,7 @@ class Bridge:
         """Send the job's one final reply (done or error); any later one is dropped."""
         if job.claim_final():
             self.send(job.reply_to, datagram)
+            job.final_sent()
 
     def _send_cancelled_final(self, job: Job) -> None:
         self._final(job, proto.error(proto.ErrorReply(job.id, job.cancel_code, job.cancel_message)))
