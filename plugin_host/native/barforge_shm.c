@@ -481,8 +481,12 @@ static int capture_snapshot(const bf_segment *seg, bf_capture_state *out, uint64
         return BF_EBUSY;
     /* acquire pairs with bf_capture_reset's release: the rate read next is the mark's */
     uint64_t mark = atomic_load_explicit(A64(c + C_RESET_FRAMES), memory_order_acquire);
+    /* A writer that counts from 0 again after /barforge/capture (version 1's server zeroed
+     * write_frames for it) went below the mark: all it wrote since is new. */
+    if (wf < mark)
+        mark = 0;
     *raw_frames = wf;
-    out->write_frames = wf > mark ? wf - mark : 0;
+    out->write_frames = wf - mark;
     out->capacity_frames = seg->layout.capture_capacity_frames;
     out->channels = seg->layout.max_channels;
     out->sample_rate = atomic_load_explicit(A32(c + C_RATE), memory_order_relaxed);
