@@ -260,10 +260,12 @@ class ServerSegment(_Segment):
                              st.sample_rate)
 
     def close(self, unlink: bool = True) -> None:
-        """Unmap; remove the name too unless unlink=False."""
+        """Unmap; remove the name too unless unlink=False, or unless the name now belongs to
+        another server's segment (ours went stale and was replaced)."""
         if self._seg is not None:
+            ours = bool(lib.bf_same_segment(self._seg, self.name.encode()))
             lib.bf_detach(self._seg)
-            if unlink:
+            if unlink and ours:
                 lib.bf_unlink(self.name.encode())
             self._seg = None
 

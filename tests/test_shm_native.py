@@ -312,10 +312,14 @@ def test_a_live_segment_is_never_replaced(name):
     _poke(name, 56, "<Q", now_ns() - 10**10)  # a live pid, but no heartbeat for 10 s
     third = ServerSegment.create(name, 1, 16, 1, 9000)
     assert not host.same_segment()
-    for seg in (host, srv):
-        seg.close() if seg is host else seg.close(unlink=False)
-    second.close(unlink=False)
+    host.close()
+    host = HostSegment.attach(name)
+    srv.close()      # both stale and replaced: closing them must not remove the live one
+    second.close()
+    assert host.same_segment()
+    host.close()
     third.close()
+    assert not os.path.exists(f"/dev/shm/{name}")
 
 
 def test_capture_reset_never_stores_to_the_writers_fields(name):
