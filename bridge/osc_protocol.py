@@ -1,8 +1,9 @@
 """PROTOCOL.md version 1 as data: raw OSC datagram -> validated requests, replies -> datagrams.
 
 ``parse_packet(data)`` is a pure function (no sockets, no server state): every message of the
-packet becomes either a request dataclass or an ``ErrorReply`` carrying the protocol's error
-code. The server (bridge/server.py) adds what needs state: ``busy``, ``no_transport``,
+packet (decoded by bridge/osc_wire.py, one set of rules for messages and bundles) becomes
+either a request dataclass or an ``ErrorReply`` carrying the protocol's error code. The
+server (bridge/server.py) adds what needs state: ``busy``, ``no_transport``,
 ``unknown_job``, ``too_long``, ``no_capture``.
 """
 from __future__ import annotations
@@ -218,7 +219,8 @@ def _parse_message(address: str, args: list[Any], presets: Collection[str] | Non
         received = _float(args[0], "bpm")
         if not (lo - 1 <= received <= hi + 1 and lo <= tempo.quantize_bpm(received) <= hi):
             raise _Bad(f"bpm must be in {lo}..{hi}, got {received}")
-        return Transport(tempo.quantize_bpm(received), _int(args[1], "beats_per_bar", *tempo.BEATS_PER_BAR_RANGE),
+        return Transport(tempo.quantize_bpm(received),
+                         _int(args[1], "beats_per_bar", *tempo.BEATS_PER_BAR_RANGE),
                          _int(args[2], "sample_rate", *tempo.SAMPLE_RATE_RANGE))
     if name == "capture":
         _arity(args, address, 1)
