@@ -2,7 +2,10 @@
 
 ``Bridge.call_handlers_for_packet(data, addr)`` (python-osc's dispatcher entry point) handles
 one datagram without blocking: protocol parsing is in bridge/osc_protocol.py, generations run
-on the job queue's worker (bridge/jobs.py, bridge/renderer.py). Replies go to the sender.
+on the job queue's worker (bridge/jobs.py), which hands them to the renderer: ``barforge serve``
+gives it a GeneratorProcess (bridge/generator.py: the model in a child process, so the network
+thread never waits for it); tests may give it a Renderer in this process. Replies go to the
+sender.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from bridge import tempo
 from bridge.generation import resolve_settings
 from bridge.jobs import Cancelled, DuplicateJob, Finishing, Job, JobQueue, QueueFull, ShuttingDown
 from bridge.presets import Preset
+from bridge.generator import GeneratorProcess
 from bridge.renderer import NoCapture, Renderer
 
 log = logging.getLogger("bridge")
@@ -33,7 +37,7 @@ Address = tuple[Any, ...]  # (host, port) for IPv4, (host, port, flowinfo, scope
 class Bridge:
     """Server state (transport, capture rate, job queue) and the handling of every request."""
 
-    def __init__(self, renderer: Renderer, provider: str, presets: dict[str, Preset],
+    def __init__(self, renderer: Renderer | GeneratorProcess, provider: str, presets: dict[str, Preset],
                  server_preset: Preset, queue_size: int, slot_capacity_frames: int,
                  warm_up: bool = True) -> None:
         self.renderer, self.provider = renderer, provider

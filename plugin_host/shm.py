@@ -208,6 +208,18 @@ class ServerSegment(_Segment):
             _raise_for(rc, f"create segment {name!r}")
         return cls(name, seg)
 
+    @classmethod
+    def open(cls, name: str) -> ServerSegment:
+        """Map the segment `name` that this server created, from another of its processes
+        (the one that publishes clips and reads the capture ring). Close it with
+        unlink=False: the creator removes the name."""
+        raw = _check_name(name)
+        seg = ffi.new("bf_segment *")
+        rc = lib.bf_attach(seg, raw)
+        if rc != lib.BF_OK:
+            _raise_for(rc, f"open shared-memory segment {name!r}")
+        return cls(name, seg)
+
     def publish(self, audio: np.ndarray, *, sample_rate: int, bars: int, bpm: float,
                 beats_per_bar: int, start_beat: float, flags: int, job_id: str) -> int:
         """Write a clip [frames, channels] into the least recently published slot and publish

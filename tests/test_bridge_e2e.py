@@ -301,3 +301,16 @@ def test_sigkill_mid_job_leaves_no_partial_wav_and_restart_serves(tmp_path):
         assert [p.name for p in render.iterdir() if p.suffix == ".wav"] == [Path(params[6]).name]
     finally:
         stop_server(proc, shm)
+
+
+def test_generation_runs_in_a_child_process_not_the_network_one(served):
+    host, _, _, proc = served
+    host.send("/barforge/transport", 120.0, 4, 48000)
+    host.one("/barforge/ack")
+    host.send("/barforge/generate", "pid1", "x", 1)
+    address, params = host.job_replies("pid1")[-1]
+    assert address == "/barforge/done", params
+    writer = int(Path(params[6]).stem.split("-")[3])  # clip-<date>-<time>-<pid>-<n>
+    assert writer != proc.pid
+    parent = int(Path(f"/proc/{writer}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert parent == proc.pid  # the server's own generator, still running
