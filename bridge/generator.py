@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -142,20 +143,26 @@ class GeneratorProcess:
 
 
 class _ChildJob:
-    """What the Renderer uses of a Job, in the child: cancel read from the shared flag,
-    commit asked of the server process."""
+    """What the Renderer uses of a Job, in the child: cancel read from the shared flag (or a
+    server process that is gone), commit asked of the server process."""
 
-    def __init__(self, job_id: str, request: Any, transport: Any, conn: Connection, cancel: Any) -> None:
+    def __init__(self, job_id: str, request: Any, transport: Any, conn: Connection, cancel: Any,
+                 server_pid: int) -> None:
         self.id, self.request, self.transport = job_id, request, transport
-        self._conn, self._cancel = conn, cancel
+        self._conn, self._cancel, self._server_pid = conn, cancel, server_pid
 
     def check_cancel(self) -> None:
-        if self._cancel.value:
+        # a killed server leaves this process to its init: stop rather than write clips
+        if self._cancel.value or os.getppid() != self._server_pid:
             raise Cancelled(self.id)
 
     def commit(self) -> None:
-        self._conn.send(("commit", None))
-        if not self._conn.recv():
+        try:
+            self._conn.send(("commit", None))
+            committed = self._conn.recv()
+        except (EOFError, OSError):  # the server process is gone: nobody will publish this
+            committed = False
+        if not committed:
             raise Cancelled(self.id)
 
 
@@ -165,6 +172,7 @@ def _child_main(conn: Connection, cancel: Any, spec: Spec) -> None:
     # process decides how the jobs end, then tells this one to stop
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
+    server_pid = os.getppid()
     logging.basicConfig(level=logging.INFO, format=spec.log_format)
     from engine import load_model
     from engine.inference_kernels import use_native_cpu_kernels
@@ -191,15 +199,19 @@ def _child_main(conn: Connection, cancel: Any, spec: Spec) -> None:
             break
         if msg[0] == "stop":
             break
-        if msg[0] == "warm_up":
-            try:
-                renderer.warm_up()
-            except Exception:
-                log.exception("warm-up failed; serving without it")
-            conn.send(("speed", renderer.speed.snapshot()))
-            continue
-        _, job_id, request, transport, settings = msg
-        conn.send(_render(renderer, _ChildJob(job_id, request, transport, conn, cancel), settings, conn))
+        try:
+            if msg[0] == "warm_up":
+                try:
+                    renderer.warm_up()
+                except Exception:
+                    log.exception("warm-up failed; serving without it")
+                conn.send(("speed", renderer.speed.snapshot()))
+                continue
+            _, job_id, request, transport, settings = msg
+            job = _ChildJob(job_id, request, transport, conn, cancel, server_pid)
+            conn.send(_render(renderer, job, settings, conn))
+        except OSError:  # the server process is gone
+            break
     segment.close(unlink=False)
 
 

@@ -282,10 +282,16 @@ def test_sigkill_mid_job_leaves_no_partial_wav_and_restart_serves(tmp_path):
         host.one("/barforge/ack")
         host.send("/barforge/generate", "k1", "x", 16)
         host.replies(lambda a, p: a == "/barforge/progress" and p[0] == "k1")
+        children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+                    and _parent_pid(int(p.name)) == proc.pid]
     finally:
         proc.kill()
         proc.wait(10)
         proc.log.close()
+    end = time.monotonic() + 30  # the generator notices its server is gone and stops
+    while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert children and not any(Path(f"/proc/{c}").exists() for c in children)
     assert not list(render.glob("*.wav"))
     assert os.path.exists(f"/dev/shm/{shm}")  # stale: nobody removed it
     proc, host = start_server(shm, render, port)
@@ -303,6 +309,13 @@ def test_sigkill_mid_job_leaves_no_partial_wav_and_restart_serves(tmp_path):
         stop_server(proc, shm)
 
 
+def _parent_pid(pid):
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def test_generation_runs_in_a_child_process_not_the_network_one(served):
     host, _, _, proc = served
     host.send("/barforge/transport", 120.0, 4, 48000)
@@ -312,5 +325,4 @@ def test_generation_runs_in_a_child_process_not_the_network_one(served):
     assert address == "/barforge/done", params
     writer = int(Path(params[6]).stem.split("-")[3])  # clip-<date>-<time>-<pid>-<n>
     assert writer != proc.pid
-    parent = int(Path(f"/proc/{writer}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    assert parent == proc.pid  # the server's own generator, still running
+    assert _parent_pid(writer) == proc.pid  # the server's own generator, still running
