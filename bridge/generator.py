@@ -92,8 +92,8 @@ class GeneratorProcess:
     def warm_up(self) -> None:
         """Time every decoding mode in the child (``Renderer.warm_up``)."""
         self._conn.send(("warm_up",))
-        kind, value = self._receive(None)
-        self._mirror(value)
+        _, speed = self._receive(None)
+        self.speed.update(speed)
 
     def render(self, job: Job, settings: Any, progress: Callable[[float], None]) -> Published:
         """``Renderer.render`` in the child: progress relayed, cancel passed on, commit decided here."""
@@ -117,7 +117,7 @@ class GeneratorProcess:
                     self._conn.send(False)
             elif kind == "done":
                 published, speed = value
-                self._mirror(speed)
+                self.speed.update(speed)
                 return published
             elif kind == "cancelled":
                 raise Cancelled(job.id)
@@ -125,9 +125,6 @@ class GeneratorProcess:
                 raise NoCapture(value)
             else:
                 raise RuntimeError(value)
-
-    def _mirror(self, speed: dict[str, float]) -> None:
-        self.speed.update(speed)
 
     def stop(self) -> None:
         """Ask the child to exit; terminate it if it does not within STOP_TIMEOUT_S."""
