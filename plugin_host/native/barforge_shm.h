@@ -21,9 +21,9 @@
  *   header again, so a peer that rewrites the header cannot make a call leave the mapping.
  * - The segment holds offsets, never pointers; every offset is a multiple of 64.
  * - Real-time safe (no allocation, lock or system call): every bf_slot_*, bf_capture_*,
- *   bf_heartbeat_*, bf_publish*, bf_newest_slot and bf_publish_count call. NOT real-time
- *   safe: bf_create, bf_attach, bf_detach, bf_unlink, bf_same_segment, bf_now_ns (a vDSO
- *   clock read: cheap, but keep it out of audio threads anyway).
+ *   bf_heartbeat_*, bf_publish*, bf_newest_slot, bf_publish_count and bf_server_pid call.
+ *   NOT real-time safe: bf_create, bf_attach, bf_detach, bf_unlink, bf_same_segment,
+ *   bf_now_ns (a vDSO clock read: cheap, but keep it out of audio threads anyway).
  * - All integers little-endian (the library supports little-endian machines only); all audio
  *   float32, interleaved by channel.
  */
