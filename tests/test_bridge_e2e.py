@@ -6,6 +6,7 @@ HostSegment (seqlocked slot reads, capture ring writes).
 """
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -326,3 +327,22 @@ def test_generation_runs_in_a_child_process_not_the_network_one(served):
     writer = int(Path(params[6]).stem.split("-")[3])  # clip-<date>-<time>-<pid>-<n>
     assert writer != proc.pid
     assert _parent_pid(writer) == proc.pid  # the server's own generator, still running
+
+
+def test_a_killed_generator_fails_its_job_and_the_next_job_gets_a_new_one(served):
+    host, _, _, proc = served
+    host.send("/barforge/transport", 120.0, 4, 48000)
+    host.one("/barforge/ack")
+    host.send("/barforge/generate", "dead1", "x", 16)
+    host.replies(lambda a, p: a == "/barforge/progress" and p[0] == "dead1")
+    children = [int(p.name) for p in Path("/proc").iterdir()
+                if p.name.isdigit() and _parent_pid(int(p.name)) == proc.pid]
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    address, params = host.job_replies("dead1", 60)[-1]
+    assert (address, params[:2]) == ("/barforge/error", ["dead1", "internal"]) and "exited" in params[2]
+    host.send("/barforge/ping")
+    assert host.one("/barforge/pong")[0] == 1
+    host.send("/barforge/generate", "dead2", "x", 1)
+    address, params = host.job_replies("dead2")[-1]
+    assert address == "/barforge/done", params
