@@ -2,6 +2,7 @@
 sockets) for tests that drive ``call_handlers_for_packet`` datagram by datagram."""
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import time
@@ -22,6 +23,9 @@ def dgram(address: str, *args) -> bytes:
     return b.build().dgram
 
 
+_SEGMENTS = itertools.count()  # two InProcess bridges alive at once get two segments
+
+
 class InProcess:
     """The bridge, its segment and store, and a client socket its replies go to."""
 
@@ -36,7 +40,8 @@ class InProcess:
 
         presets = load_presets()
         self.store = ClipStore(render_dir)
-        self.segment = ServerSegment.create(f"bfin{os.getpid()}", 4, 48000 * 40, MAX_CHANNELS, 20000)
+        self.segment = ServerSegment.create(f"bfin{os.getpid()}-{next(_SEGMENTS)}", 4, 48000 * 40,
+                                            MAX_CHANNELS, 20000)
         self.renderer = Renderer(load_model("debug"), "debug", self.segment, self.store)
         self.bridge = Bridge(self.renderer, "torch", presets, resolve_preset(None, presets),
                              queue_size, self.segment.layout.slot_capacity_frames, warm_up=False)
