@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
 import math
@@ -14,6 +15,7 @@ SLOT_RATE = 48000          # --max-seconds are counted at this rate (a 96 kHz cl
 CAPTURE_RATE = 192000      # the capture ring holds --capture-seconds at the highest valid rate
 HEARTBEAT_S = 0.5
 DEFAULT_RENDER_DIR = "~/.local/share/barforge/clips"
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: 30)")
     p.add_argument("--capture-seconds", type=float, default=10.0,
                    help=f"capture ring length in seconds at {CAPTURE_RATE} Hz (default: 10)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind, IPv4 or IPv6 (e.g. ::1); "
+                   "default: 127.0.0.1")
     p.add_argument("--port", type=int, default=9000, help="UDP port (default: 9000)")
     p.add_argument("--queue-size", type=int, default=8, help="jobs that may wait (default: 8); more "
                    "are answered 'busy'")
@@ -63,67 +66,68 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Run until SIGINT / SIGTERM; the segment is removed on the way out."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    """Run until SIGINT / SIGTERM; every accepted job is answered and the segment removed on
+    the way out."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     log = logging.getLogger("bridge")
     _validate(args)
-    from engine import load_model
-    from engine.inference_kernels import use_native_cpu_kernels
-    from plugin_host.shm import ServerSegment
+    from plugin_host.shm import SegmentInUse, ServerSegment
 
+    from bridge.generator import GeneratorProcess, Spec
     from bridge.persistence import ClipStore
     from bridge.presets import load_presets, resolve_preset
-    from bridge.renderer import Renderer
-    from bridge.server import MAX_CHANNELS, Bridge, OSCServer
+    from bridge.server import MAX_CHANNELS, RECEIVE_BUFFER_BYTES, Bridge, OSCServer
 
     presets = load_presets()
     server_preset = resolve_preset(args.preset, presets)
-    store = ClipStore(args.render_dir)
-    use_native_cpu_kernels()    # no kernel building mid-continuation (engine/inference_kernels.py)
-    model = load_model(args.model, provider=args.provider)
-    provider = str(getattr(model, "provider", "torch"))   # a bundle's real onnxruntime provider
     slot_frames = int(args.max_seconds * SLOT_RATE)
-    segment = ServerSegment.create(args.shm_name, args.slots, slot_frames, MAX_CHANNELS,
-                                   int(args.capture_seconds * CAPTURE_RATE))
-    stop = threading.Event()
-    heartbeat = threading.Thread(target=_beat, args=(segment, stop), name="bridge-heartbeat", daemon=True)
-    bridge = None
-    try:
-        renderer = Renderer(model, args.model, segment, store)
-        bridge = Bridge(renderer, provider, presets, server_preset, args.queue_size,
-                        segment.layout.slot_capacity_frames,
-                        warm_up=not args.no_warm_up)
-        server = OSCServer((args.host, args.port), bridge)
-        if not ipaddress.ip_address(socket_host(args.host)).is_loopback:
+    # Callbacks run last first, so the way out is: answer every job while the socket is still
+    # open, stop the network thread, end the generator process, stop the heartbeat, then
+    # close the socket and remove the segment (nothing touches the mapping after that).
+    with contextlib.ExitStack() as on_exit:
+        # the port before the segment: a server that cannot listen never touches a segment
+        server = OSCServer(args.host, args.port)
+        on_exit.callback(server.server_close)
+        store = ClipStore(args.render_dir)
+        try:
+            segment = ServerSegment.create(args.shm_name, args.slots, slot_frames, MAX_CHANNELS,
+                                           int(args.capture_seconds * CAPTURE_RATE))
+        except SegmentInUse as e:
+            raise ValueError(f"--shm-name {args.shm_name}: {e}; stop that server or choose "
+                             "another name") from None
+        on_exit.callback(segment.close, unlink=True)
+        stop = threading.Event()
+        heartbeat = threading.Thread(target=_beat, args=(segment, stop), name="bridge-heartbeat",
+                                     daemon=True)
+        heartbeat.start()
+        on_exit.callback(heartbeat.join)
+        on_exit.callback(stop.set)
+        generator = GeneratorProcess(Spec(args.model, args.provider, args.shm_name, str(store.dir),
+                                          LOG_FORMAT), segment)
+        on_exit.callback(generator.stop)
+        provider = generator.model.provider   # a bundle's real onnxruntime provider
+        bridge = Bridge(generator, provider, presets, server_preset, args.queue_size,
+                        segment.layout.slot_capacity_frames, warm_up=not args.no_warm_up)
+        if not ipaddress.ip_address(server.server_address[0]).is_loopback:
             log.warning("listening on %s: reachable from other machines, not only this one", args.host)
+        if server.receive_buffer_bytes < RECEIVE_BUFFER_BYTES:
+            log.warning("UDP receive buffer is %d bytes (asked for %d; raise net.core.rmem_max): "
+                        "a burst of requests may lose some", server.receive_buffer_bytes,
+                        RECEIVE_BUFFER_BYTES)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        heartbeat.start()
         bridge.jobs.start()
-        server.serve_in_thread()
-        log.info("serving protocol %d on %s:%d, model %s (%s), segment /%s: %d slots x %d frames, "
-                 "render dir %s", osc_protocol.PROTOCOL_VERSION, args.host, server.server_address[1],
-                 args.model, provider, args.shm_name, args.slots, slot_frames, store.dir)
+        server.serve_in_thread(bridge)
+        on_exit.callback(server.shutdown)
+        on_exit.callback(bridge.jobs.stop)
+        log.info("serving protocol %d on %s port %d, model %s (%s), segment /%s: %d slots x %d "
+                 "frames, render dir %s", osc_protocol.PROTOCOL_VERSION, server.server_address[0],
+                 server.server_address[1], args.model, provider, args.shm_name, args.slots,
+                 slot_frames, store.dir)
         while not stop.wait(1.0):
             pass
         log.info("shutting down")
-        server.shutdown()
-        server.server_close()
-    finally:
-        stop.set()
-        # nothing may touch the mapping once it is closed: the worker and heartbeat end first
-        if bridge is not None:
-            bridge.jobs.stop()
-        if heartbeat.is_alive():
-            heartbeat.join()
-        segment.close(unlink=True)
     return 0
-
-
-def socket_host(host: str) -> str:
-    """The IP address a --host value binds (names resolved, '' meaning all interfaces)."""
-    import socket
-    return socket.gethostbyname(host) if host else "0.0.0.0"
 
 
 def _beat(segment: object, stop: threading.Event) -> None:

@@ -50,6 +50,11 @@ class SpeedEstimate:
         with self._lock:
             return dict(self._rate)
 
+    def update(self, snapshot: dict[str, float]) -> None:
+        """Take another estimate's values (the generator process measures; the server asks)."""
+        with self._lock:
+            self._rate.update(snapshot)
+
 
 @dataclass(frozen=True)
 class Plan:

@@ -1,12 +1,14 @@
 """PROTOCOL.md version 1 as data: raw OSC datagram -> validated requests, replies -> datagrams.
 
 ``parse_packet(data)`` is a pure function (no sockets, no server state): every message of the
-packet becomes either a request dataclass or an ``ErrorReply`` carrying the protocol's error
-code. The server (bridge/server.py) adds what needs state: ``busy``, ``no_transport``,
+packet (decoded by bridge/osc_wire.py, one set of rules for messages and bundles) becomes
+either a request dataclass or an ``ErrorReply`` carrying the protocol's error code. The
+server (bridge/server.py) adds what needs state: ``busy``, ``no_transport``,
 ``unknown_job``, ``too_long``, ``no_capture``.
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Collection
@@ -15,19 +17,17 @@ from fractions import Fraction
 from typing import Any, Union
 
 from pythonosc.osc_message_builder import OscMessageBuilder
-from pythonosc.osc_packet import OscPacket
 
+from bridge import osc_wire
 from engine import tempo
 
+log = logging.getLogger("bridge.protocol")
 PROTOCOL_VERSION = 1
 PREFIX = "/barforge/"
 JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 PRESET_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_PROMPT_CHARS = 2000
 MODES = ("ar", "magnet", "hybrid")
-# OSC type tags python-osc decodes into values; anything else is refused before decoding
-# (python-osc would skip an unknown tag silently and shift every argument after it).
-DECODABLE_TAGS = set("ifdhsbTFNrmt[]")
 INT32 = (-2**31, 2**31 - 1)
 
 
@@ -145,7 +145,8 @@ def _job(value: Any) -> str:
 
 def _steps(text: str) -> tuple[int, ...]:
     parts = text.split(",")
-    if not 1 <= len(parts) <= 16 or not all(p.strip().isdigit() for p in parts):
+    # isascii: str.isdigit() is true for '²' and other digits int() does not read
+    if not 1 <= len(parts) <= 16 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
         raise _Bad(f"steps must be 1 to 16 comma-separated positive integers like \"20,10,10,10\", got {text!r:.80}")
     steps = tuple(int(p) for p in parts)
     if not all(1 <= s <= 1000 for s in steps):
@@ -251,52 +252,36 @@ def _job_of(address: str, args: list[Any]) -> str:
     return ""
 
 
-def _tags_decodable(data: bytes) -> str | None:
-    """The first OSC type tag python-osc cannot decode, if any (messages only)."""
-    if not data.startswith(b"/"):
-        return None
-    end = data.find(b"\0")
-    if end < 0:
-        return None
-    start = (end + 4) & ~3
-    if start >= len(data) or data[start:start + 1] != b",":
-        return None
-    tag_end = data.find(b"\0", start)
-    tags = data[start + 1: tag_end if tag_end >= 0 else len(data)]
-    for t in tags.decode("latin-1"):
-        if t not in DECODABLE_TAGS:
-            return t
-    return None
-
-
 def parse_packet(data: bytes, presets: Collection[str] | None = None) -> list[Request | ErrorReply]:
     """Every message of one UDP datagram, validated; never raises.
 
     ``presets``: the preset names the server knows (None accepts any well-formed name).
     A bundle's messages are handled at once, in order (time tags are not waited for).
     """
-    bad_tag = _tags_decodable(data)
-    if bad_tag is not None:
-        return [ErrorReply("", "bad_argument", f"OSC type tag {bad_tag!r} is not supported")]
-    try:
-        messages = [m.message for m in OscPacket(data).messages]
-    except Exception as e:  # python-osc raises ParseError, UnicodeDecodeError, struct errors...
-        return [ErrorReply("", "bad_argument", f"datagram does not parse as OSC: {e}"[:200])]
-    if not messages:
+    items = osc_wire.decode_datagram(data)
+    if not items:
         return [ErrorReply("", "bad_argument", "OSC bundle holds no message")]
-    out: list[Request | ErrorReply] = []
-    for m in messages:
-        address, args = m.address, list(m.params)
-        if not address.startswith(PREFIX):
-            out.append(ErrorReply("", "unknown_address", f"unknown address {address!r:.100}"))
-            continue
-        try:
-            out.append(_parse_message(address, args, presets))
-        except LookupError:
-            out.append(ErrorReply("", "unknown_address", f"unknown address {address!r:.100}"))
-        except _Bad as e:
-            out.append(ErrorReply(_job_of(address, args), "bad_argument", f"{address}: {e}"))
-    return out
+    return [_request(item, presets) for item in items]
+
+
+def _request(item: osc_wire.Message | osc_wire.Malformed,
+             presets: Collection[str] | None) -> Request | ErrorReply:
+    """One decoded message as a request, or the error reply it gets."""
+    if isinstance(item, osc_wire.Malformed):
+        what = f"{item.address}: " if item.address else "datagram does not parse as OSC: "
+        return ErrorReply(_job_of(item.address, list(item.values)), "bad_argument", f"{what}{item}"[:300])
+    address, args = item.address, list(item.args)
+    if not address.startswith(PREFIX):
+        return ErrorReply("", "unknown_address", f"unknown address {address!r:.100}")
+    try:
+        return _parse_message(address, args, presets)
+    except LookupError:
+        return ErrorReply("", "unknown_address", f"unknown address {address!r:.100}")
+    except _Bad as e:
+        return ErrorReply(_job_of(address, args), "bad_argument", f"{address}: {e}")
+    except Exception as e:  # a parser bug: the request is still answered
+        log.exception("parsing %s failed", address)
+        return ErrorReply(_job_of(address, args), "internal", f"{address}: {type(e).__name__}: {e}"[:300])
 
 
 def build(address: str, *args: int | float | str) -> bytes:

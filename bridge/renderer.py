@@ -16,7 +16,7 @@ import torch
 
 from bridge import clip_render, continuation
 from bridge.generation import Settings, generate_audio
-from bridge.jobs import Job
+from bridge.jobs import Cancelled, Job
 from bridge.osc_protocol import Continue
 from bridge.persistence import ClipStore
 from engine.tempo import Tempo
@@ -78,7 +78,6 @@ class Renderer:
         t, frames = job.transport, job.frames
         clip, flags = clip_render.cut_clip(audio, start, frames, t.sample_rate, seam)
         clip, loud = clip_render.normalize_loudness(clip, t.sample_rate, settings.loudness)
-        job.check_cancel()
         meta = {"job": job.id, "model": self.model_name, "prompt": job.request.prompt,
                 "description": settings.description, "preset": settings.preset, "mode": settings.mode,
                 "seed": settings.seed, "temperature": settings.temperature, "top_k": settings.top_k,
@@ -88,7 +87,13 @@ class Renderer:
                 "bars": job.request.bars, "start_beat": start_beat, "flags": flags,
                 "loudness_target_lufs": settings.loudness, "loudness_measured_lufs": loud.measured_lufs,
                 "gain_db": loud.gain_db, "true_peak_dbtp": loud.true_peak_dbtp, **extra}
+        job.check_cancel()
         path = self.store.save(clip, t.sample_rate, meta)
+        try:
+            job.commit()  # from here the job ends in done; a cancel until now removes the files
+        except Cancelled:
+            self.store.discard(path)
+            raise
         slot = self.segment.publish(clip, sample_rate=t.sample_rate, bars=job.request.bars,
                                     bpm=float(t.bpm), beats_per_bar=t.beats_per_bar,
                                     start_beat=start_beat, flags=flags, job_id=job.id)

@@ -2,7 +2,10 @@
 
 ``Bridge.call_handlers_for_packet(data, addr)`` (python-osc's dispatcher entry point) handles
 one datagram without blocking: protocol parsing is in bridge/osc_protocol.py, generations run
-on the job queue's worker (bridge/jobs.py, bridge/renderer.py). Replies go to the sender.
+on the job queue's worker (bridge/jobs.py), which hands them to the renderer: ``barforge serve``
+gives it a GeneratorProcess (bridge/generator.py: the model in a child process, so the network
+thread never waits for it); tests may give it a Renderer in this process. Replies go to the
+sender.
 """
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ from typing import Any
 from bridge import osc_protocol as proto
 from bridge.clip_render import SEAM_MARGIN_S
 from bridge.generation import resolve_settings
-from bridge.jobs import Cancelled, DuplicateJob, Job, JobQueue, QueueFull
+from bridge.jobs import Cancelled, DuplicateJob, Finishing, Job, JobQueue, QueueFull, ShuttingDown
 from bridge.presets import Preset
+from bridge.generator import GeneratorProcess
 from bridge.renderer import NoCapture, Renderer
 from engine.tempo import Tempo
 
@@ -25,13 +29,16 @@ log = logging.getLogger("bridge")
 SERVER_VERSION = "barforge-0.1.0"
 PROGRESS_INTERVAL_S = 0.05
 MAX_CHANNELS = 2
-Address = tuple[str, int]
+# A burst of 1,000 requests (~1 KiB of kernel memory each) waits here instead of being dropped;
+# the Linux default (212,992 bytes) lost a third of such a burst.
+RECEIVE_BUFFER_BYTES = 4 * 2**20
+Address = tuple[Any, ...]  # (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6
 
 
 class Bridge:
     """Server state (transport, capture rate, job queue) and the handling of every request."""
 
-    def __init__(self, renderer: Renderer, provider: str, presets: dict[str, Preset],
+    def __init__(self, renderer: Renderer | GeneratorProcess, provider: str, presets: dict[str, Preset],
                  server_preset: Preset, queue_size: int, slot_capacity_frames: int,
                  warm_up: bool = True) -> None:
         self.renderer, self.provider = renderer, provider
@@ -84,7 +91,15 @@ class Bridge:
             self.capture_rate = req.sample_rate
             return proto.build(P + "ack", "capture")
         if isinstance(req, proto.Cancel):
-            if self.jobs.cancel(req.job) is None:
+            try:
+                job = self.jobs.cancel(req.job)
+            except Finishing as late:
+                # the clip is being published: answer after the job's done, so no host ever
+                # sees an error for this job before its final reply
+                late.job.after_final(lambda: self.send(addr, proto.error(proto.ErrorReply(
+                    req.job, "unknown_job", f"job {req.job!r} finished before the cancel arrived"))))
+                return None
+            if job is None:
                 return proto.ErrorReply(req.job, "unknown_job", f"no queued or running job {req.job!r}")
             return proto.build(P + "cancelled", req.job)
         return self._accept(req, addr)
@@ -109,6 +124,8 @@ class Bridge:
         job = Job(req.job, req, addr, t, settings=settings, frames=frames)
         try:
             self.jobs.submit(job, lambda j: self.send(addr, proto.build(proto.PREFIX + "accepted", j.id)))
+        except ShuttingDown:
+            return proto.ErrorReply(req.job, "shutting_down", "the server is shutting down")
         except QueueFull:
             return proto.ErrorReply(req.job, "busy", f"the queue holds {self.jobs.capacity} jobs already")
         except DuplicateJob:
@@ -123,12 +140,18 @@ class Bridge:
 
     # -- worker thread --------------------------------------------------------------------
 
+    def _final(self, job: Job, datagram: bytes) -> None:
+        """Send the job's one final reply (done or error); any later one is dropped."""
+        if job.claim_final():
+            self.send(job.reply_to, datagram)
+            job.final_sent()
+
     def _send_cancelled_final(self, job: Job) -> None:
-        self.send(job.reply_to, proto.error(proto.ErrorReply(job.id, "cancelled", "cancelled by request")))
-        log.info("job %s cancelled while queued", job.id)
+        self._final(job, proto.error(proto.ErrorReply(job.id, job.cancel_code, job.cancel_message)))
+        log.info("job %s ended while queued: %s", job.id, job.cancel_code)
 
     def _crashed(self, job: Job, e: BaseException) -> None:
-        self.send(job.reply_to, proto.error(proto.ErrorReply(job.id, "internal", f"{type(e).__name__}: {e}"[:300])))
+        self._final(job, proto.error(proto.ErrorReply(job.id, "internal", f"{type(e).__name__}: {e}"[:300])))
 
     def _run(self, job: Job) -> None:
         t0 = time.monotonic()
@@ -149,16 +172,16 @@ class Bridge:
             progress(0.0)
             done = self.renderer.render(job, s, progress)
         except Cancelled:
-            self.send(job.reply_to, proto.error(proto.ErrorReply(job.id, "cancelled", "cancelled by request")))
-            log.info("%s: cancelled after %.2f s", head, time.monotonic() - t0)
+            self._final(job, proto.error(proto.ErrorReply(job.id, job.cancel_code, job.cancel_message)))
+            log.info("%s: %s after %.2f s", head, job.cancel_code, time.monotonic() - t0)
             return
         except NoCapture as e:
-            self.send(job.reply_to, proto.error(proto.ErrorReply(job.id, "no_capture", str(e))))
+            self._final(job, proto.error(proto.ErrorReply(job.id, "no_capture", str(e))))
             log.info("%s: no capture (%s)", head, e)
             return
         self.send(job.reply_to, proto.build(proto.PREFIX + "progress", job.id, 1.0))
-        self.send(job.reply_to, proto.build(proto.PREFIX + "done", job.id, done.slot, done.frames,
-                                            done.sample_rate, done.channels, float(done.start_beat), done.path))
+        self._final(job, proto.build(proto.PREFIX + "done", job.id, done.slot, done.frames,
+                                     done.sample_rate, done.channels, float(done.start_beat), done.path))
         left = "" if done.bar_fraction_left is None else \
             f" start_beat={done.start_beat:g} bar_left_at_publish={done.bar_fraction_left:.3f}"
         log.info("%s: done slot=%d frames=%d in %.2f s%s -> %s", head, done.slot, done.frames,
@@ -170,23 +193,59 @@ class _Handler(socketserver.BaseRequestHandler):
         self.server.bridge.call_handlers_for_packet(self.request[0], self.client_address)  # type: ignore[attr-defined]
 
 
+def resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
+    """The address family and socket address a --host / --port pair binds (IPv4 or IPv6;
+    '' means every interface). ValueError naming the host when it does not resolve."""
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(host or None, port, type=socket.SOCK_DGRAM,
+                                                       flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise ValueError(f"--host {host!r}: {e}; expected an IP address or host name") from None
+    return family, sockaddr
+
+
 class OSCServer(socketserver.UDPServer):
     """A plain single-threaded UDP server: the handler never blocks, so one thread is enough.
 
     Unlike python-osc's server it answers datagrams that do not look like OSC too
-    (``bad_argument``), and reads datagrams up to the UDP maximum.
+    (``bad_argument``), reads datagrams up to the UDP maximum, binds IPv6 addresses as well
+    as IPv4 ones, and asks for a receive buffer large enough that a burst of requests waits
+    in the kernel instead of being dropped there.
     """
 
     max_packet_size = 65535
     allow_reuse_address = False
+    bridge: Bridge
 
-    def __init__(self, address: Address, bridge: Bridge) -> None:
+    def __init__(self, host: str, port: int) -> None:
+        self.address_family, address = resolve(host, port)
+        try:
+            super().__init__(address, _Handler)
+        except OSError as e:
+            raise ValueError(f"cannot listen on {host or '*'} port {port}: {e.strerror}") from None
+        self.receive_buffer_bytes = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+    def server_bind(self) -> None:
+        _enlarge_receive_buffer(self.socket)
+        super().server_bind()
+
+    def serve_in_thread(self, bridge: Bridge) -> threading.Thread:
+        """Answer datagrams with ``bridge`` on a daemon thread."""
         self.bridge = bridge
-        super().__init__(address, _Handler)
         bridge.sock = self.socket
-
-    def serve_in_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2},
                                   name="bridge-osc", daemon=True)
         thread.start()
         return thread
+
+
+def _enlarge_receive_buffer(sock: socket.socket) -> None:
+    """Ask for RECEIVE_BUFFER_BYTES; the kernel caps SO_RCVBUF at net.core.rmem_max, which
+    SO_RCVBUFFORCE may pass where the process is allowed to (CAP_NET_ADMIN)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, RECEIVE_BUFFER_BYTES)
+        except OSError:
+            pass  # not permitted: the capped size stands, and serve() reports it

@@ -53,6 +53,9 @@ def check_bpm(value: object, name: str = "bpm") -> Fraction:
     low, high = BPM_RANGE
     if not _is_number(value) or not math.isfinite(value):  # type: ignore[arg-type]
         raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+    if not low - 1 <= value <= high + 1:  # type: ignore[operator]
+        # bounded before rounding: a bpm of 1e306 has no thousandth to round to
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
     bpm = quantize_bpm(value)  # type: ignore[arg-type]
     if not low <= bpm <= high:
         raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")

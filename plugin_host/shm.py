@@ -27,6 +27,10 @@ class SegmentError(ValueError):
     """A segment exists under the name but cannot be used (magic, version, size, layout)."""
 
 
+class SegmentInUse(SegmentError):
+    """A running server owns a segment of that name (fresh heartbeat, live pid)."""
+
+
 class CaptureOverrun(RuntimeError):
     """The capture writer kept coming round over the window being copied."""
 
@@ -97,6 +101,8 @@ def _raise_for(rc: int, what: str) -> None:
         raise FileNotFoundError(msg)
     if rc == lib.BF_ESYS:
         raise OSError(ffi.errno, f"{msg} ({ffi.errno})")
+    if rc == lib.BF_ELIVE:
+        raise SegmentInUse(msg)
     if rc in (lib.BF_EMAGIC, lib.BF_EVERSION, lib.BF_ESIZE, lib.BF_ELAYOUT):
         raise SegmentError(msg)
     raise ValueError(msg)
@@ -154,6 +160,10 @@ class _Segment:
     def publish_count(self) -> int:
         return lib.bf_publish_count(self._live())
 
+    def server_pid(self) -> int:
+        """The pid of the server that created the segment (0 when it did not record one)."""
+        return lib.bf_server_pid(self._live())
+
     def heartbeat_ns(self) -> int:
         """The server's last heartbeat, CLOCK_MONOTONIC nanoseconds (compare with now_ns())."""
         return lib.bf_heartbeat_read(self._live())
@@ -180,7 +190,8 @@ class ServerSegment(_Segment):
     @classmethod
     def create(cls, name: str, n_slots: int, slot_capacity_frames: int, max_channels: int,
                capture_capacity_frames: int) -> ServerSegment:
-        """Create segment `name` (mode 0600, replacing a stale one), sized once for good.
+        """Create segment `name` (mode 0600, replacing a stale one), sized once for good;
+        SegmentInUse when a running server owns the name (nothing is touched then).
         slot_capacity_frames is rounded up to a multiple of 16 (see `layout`);
         capture_capacity_frames must exceed 8192 (the largest block a capture write commits)."""
         raw = _check_name(name)
@@ -195,6 +206,18 @@ class ServerSegment(_Segment):
                            capture_capacity_frames)
         if rc != lib.BF_OK:
             _raise_for(rc, f"create segment {name!r}")
+        return cls(name, seg)
+
+    @classmethod
+    def open(cls, name: str) -> ServerSegment:
+        """Map the segment `name` that this server created, from another of its processes
+        (the one that publishes clips and reads the capture ring). Close it with
+        unlink=False: the creator removes the name."""
+        raw = _check_name(name)
+        seg = ffi.new("bf_segment *")
+        rc = lib.bf_attach(seg, raw)
+        if rc != lib.BF_OK:
+            _raise_for(rc, f"open shared-memory segment {name!r}")
         return cls(name, seg)
 
     def publish(self, audio: np.ndarray, *, sample_rate: int, bars: int, bpm: float,
@@ -249,10 +272,12 @@ class ServerSegment(_Segment):
                              st.sample_rate)
 
     def close(self, unlink: bool = True) -> None:
-        """Unmap; remove the name too unless unlink=False."""
+        """Unmap; remove the name too unless unlink=False, or unless the name now belongs to
+        another server's segment (ours went stale and was replaced)."""
         if self._seg is not None:
+            ours = bool(lib.bf_same_segment(self._seg, self.name.encode()))
             lib.bf_detach(self._seg)
-            if unlink:
+            if unlink and ours:
                 lib.bf_unlink(self.name.encode())
             self._seg = None
 

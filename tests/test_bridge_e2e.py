@@ -6,6 +6,7 @@ HostSegment (seqlocked slot reads, capture ring writes).
 """
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -282,10 +283,16 @@ def test_sigkill_mid_job_leaves_no_partial_wav_and_restart_serves(tmp_path):
         host.one("/barforge/ack")
         host.send("/barforge/generate", "k1", "x", 16)
         host.replies(lambda a, p: a == "/barforge/progress" and p[0] == "k1")
+        children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+                    and _parent_pid(int(p.name)) == proc.pid]
     finally:
         proc.kill()
         proc.wait(10)
         proc.log.close()
+    end = time.monotonic() + 30  # the generator notices its server is gone and stops
+    while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert children and not any(Path(f"/proc/{c}").exists() for c in children)
     assert not list(render.glob("*.wav"))
     assert os.path.exists(f"/dev/shm/{shm}")  # stale: nobody removed it
     proc, host = start_server(shm, render, port)
@@ -301,3 +308,41 @@ def test_sigkill_mid_job_leaves_no_partial_wav_and_restart_serves(tmp_path):
         assert [p.name for p in render.iterdir() if p.suffix == ".wav"] == [Path(params[6]).name]
     finally:
         stop_server(proc, shm)
+
+
+def _parent_pid(pid):
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def test_generation_runs_in_a_child_process_not_the_network_one(served):
+    host, _, _, proc = served
+    host.send("/barforge/transport", 120.0, 4, 48000)
+    host.one("/barforge/ack")
+    host.send("/barforge/generate", "pid1", "x", 1)
+    address, params = host.job_replies("pid1")[-1]
+    assert address == "/barforge/done", params
+    writer = int(Path(params[6]).stem.split("-")[3])  # clip-<date>-<time>-<pid>-<n>
+    assert writer != proc.pid
+    assert _parent_pid(writer) == proc.pid  # the server's own generator, still running
+
+
+def test_a_killed_generator_fails_its_job_and_the_next_job_gets_a_new_one(served):
+    host, _, _, proc = served
+    host.send("/barforge/transport", 120.0, 4, 48000)
+    host.one("/barforge/ack")
+    host.send("/barforge/generate", "dead1", "x", 16)
+    host.replies(lambda a, p: a == "/barforge/progress" and p[0] == "dead1")
+    children = [int(p.name) for p in Path("/proc").iterdir()
+                if p.name.isdigit() and _parent_pid(int(p.name)) == proc.pid]
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    address, params = host.job_replies("dead1", 60)[-1]
+    assert (address, params[:2]) == ("/barforge/error", ["dead1", "internal"]) and "exited" in params[2]
+    host.send("/barforge/ping")
+    assert host.one("/barforge/pong")[0] == 1
+    host.send("/barforge/generate", "dead2", "x", 1)
+    address, params = host.job_replies("dead2")[-1]
+    assert address == "/barforge/done", params

@@ -176,3 +176,68 @@ def test_replies_carry_protocol_types():
     assert p.build("/barforge/done", -1.0).find(b",f") > 0
     e = OscMessage(p.error(p.ErrorReply("", "busy", "full")))
     assert (e.address, e.params) == ("/barforge/error", ["", "busy", "full"])
+
+
+# ---- issue 15: every request answered, one parser, exact argument bytes --------------------
+
+def test_huge_bpm_and_non_ascii_steps_are_bad_argument_not_a_crash():
+    assert error_code(dgram("/barforge/transport", (1e306, "d"), 4, 48000)) == "bad_argument"
+    assert error_code(dgram("/barforge/transport", (-1e306, "d"), 4, 48000)) == "bad_argument"
+    r = one(dgram("/barforge/generate", "j9", "x", 2, "steps", "²"))
+    assert (r.code, r.job) == ("bad_argument", "j9") and "steps" in r.message
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3])
+def test_cut_off_float_is_bad_argument(cut):
+    data = dgram("/barforge/generate", "j", "x", 2, "temperature", 1.0)
+    r = one(data[:-cut])
+    assert isinstance(r, p.ErrorReply) and (r.code, r.job) == ("bad_argument", "j"), r
+
+
+@pytest.mark.parametrize("data", [
+    dgram("/barforge/ping") + b"\0\0\0\0",                               # bytes past the tags
+    dgram("/barforge/cancel", "j") + b"junk",
+    dgram("/barforge/transport", 120.0, 4, 48000)[:-4],                  # a whole argument missing
+    dgram("/barforge/cancel", "job1")[:-2],                              # string padding cut
+    dgram("/barforge/cancel", (b"abc", "b"))[:-1],                        # blob cut
+])
+def test_arguments_must_fill_their_type_tags_exactly(data):
+    assert error_code(data) == "bad_argument"
+
+
+def bundle(*elements):
+    return b"#bundle\0" + b"\0" * 7 + b"\1" + b"".join(struct.pack(">i", len(e)) + e for e in elements)
+
+
+def test_a_bundle_follows_the_message_rules():
+    bad_tag = b"/barforge/cancel\0\0\0\0" + b",sc\0" + b"j\0\0\0" + struct.pack(">i", 65)
+    out = p.parse_packet(bundle(dgram("/barforge/ping"), bad_tag), PRESETS)
+    assert out[0] == p.Ping() and out[1].code == "bad_argument" and out[1].job == "j"
+    cut = dgram("/barforge/generate", "j", "x", 2, "temperature", 1.0)[:-2]
+    assert one(bundle(cut)).code == "bad_argument"
+
+
+@pytest.mark.parametrize("data", [
+    bundle(dgram("/barforge/ping"))[:-4],                                # element longer than the rest
+    bundle(dgram("/barforge/ping")) + b"\0\0\0",                         # size cut off
+    b"#bundle\0" + b"\0" * 8 + struct.pack(">i", 1 << 30) + dgram("/barforge/ping"),
+    b"#bundle\0" + b"\0" * 8 + struct.pack(">i", -4) + dgram("/barforge/ping"),
+    b"#bundle\0\0\0",                                                    # header cut off
+])
+def test_a_bundle_whose_elements_do_not_fit_is_bad_argument(data):
+    assert error_code(data) == "bad_argument"
+
+
+def test_unsupported_tag_keeps_the_readable_job_id():
+    data = b"/barforge/cancel\0\0\0\0" + b",sT\0" + b"job5\0\0\0\0"
+    r = one(data)
+    assert (r.code, r.job) == ("bad_argument", "job5") and "'T'" in r.message
+
+
+def test_nested_bundles_are_decoded_up_to_a_depth():
+    inner = bundle(dgram("/barforge/ping"))
+    assert one(bundle(inner)) == p.Ping()
+    deep = dgram("/barforge/ping")
+    for _ in range(20):
+        deep = bundle(deep)
+    assert error_code(deep) == "bad_argument"

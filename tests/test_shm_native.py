@@ -222,3 +222,140 @@ def test_no_torn_reads_by_a_c_reader_in_another_process(name, tmp_path):
         assert ok + busy + empty == 1_000_000
         assert torn == 0
         assert ok > 100_000 and changes > 100  # the reads really overlapped many publishes
+
+
+# ---- issue 15: hostile headers, live segments, one writer per capture field ---------------
+
+U64_TOP = 2**64 - 64  # aligned, and any size added to it wraps round to a small number
+
+
+def _patched(good: bytes, offset: int, fmt: str, value: int) -> bytes:
+    b = bytearray(good)
+    struct.pack_into(fmt, b, offset, value)
+    return bytes(b)
+
+
+def _hostile_headers(good: bytes) -> dict[str, bytes]:
+    cap = struct.unpack_from("<Q", good, 48)[0]
+    return {
+        "slot_table_offset near 2^64": _patched(good, 32, "<Q", U64_TOP),
+        "slot_data_offset near 2^64": _patched(good, 40, "<Q", U64_TOP),
+        "capture_offset near 2^64": _patched(good, 48, "<Q", U64_TOP),
+        "capture_offset wraps with the slots": _patched(good, 48, "<Q", 2**64 - 2**20),
+        "total_bytes 2^64 - 1": _patched(good, 64, "<Q", 2**64 - 1),
+        "n_slots 2^20": _patched(good, 16, "<I", 2**20),
+        "slot capacity 2^32 - 1": _patched(good, 20, "<I", 2**32 - 1),
+        "capture capacity 2^32 - 1": _patched(good, cap + 16, "<I", 2**32 - 1),
+        "capture capacity below one block": _patched(good, cap + 16, "<I", 100),
+        "capture channels 64": _patched(good, cap + 20, "<I", 64),
+    }
+
+
+HOSTILE_PROBE = r"""
+import sys
+from plugin_host.shm import HostSegment, SegmentError
+for name in sys.argv[1:]:
+    try:
+        seg = HostSegment.attach(name)
+    except SegmentError as e:
+        print(name, "refused", e, flush=True)
+        continue
+    for i in range(seg.layout.n_slots):  # what a segfault would show
+        seg.read_slot(i)
+    seg.capture_state()
+    seg.write_capture(__import__("numpy").zeros((10, 2), "float32"), 1.0)
+    print(name, "attached", flush=True)
+"""
+
+
+def test_hostile_headers_are_refused_without_a_crash(name):
+    with ServerSegment.create(name, 2, 64, 2, 9000) as srv:
+        good = Path(f"/dev/shm/{name}").read_bytes()
+        srv.close(unlink=True)
+    cases = _hostile_headers(good)
+    names = [f"{name[:24]}h{i}" for i in range(len(cases))]
+    try:
+        for n, data in zip(names, cases.values()):
+            _write_segment(n, data)
+        proc = subprocess.run([os.sys.executable, "-c", HOSTILE_PROBE, *names], capture_output=True,
+                              text=True, timeout=120, cwd=NATIVE_DIR.parents[1])
+    finally:
+        for n in names:
+            Path(f"/dev/shm/{n}").unlink(missing_ok=True)
+    assert proc.returncode == 0, f"the probe died ({proc.returncode}): {proc.stderr[-1000:]}"
+    outcome = dict(line.split(" ", 2)[:2] for line in proc.stdout.splitlines())
+    assert outcome == {n: "refused" for n in names}, dict(zip(cases, outcome.values()))
+
+
+def _poke(name: str, offset: int, fmt: str, value: int) -> None:
+    fd = os.open(f"/dev/shm/{name}", os.O_RDWR)
+    os.pwrite(fd, struct.pack(fmt, value), offset)
+    os.close(fd)
+
+
+def test_a_live_segment_is_never_replaced(name):
+    from plugin_host.shm import SegmentInUse, now_ns
+    srv = ServerSegment.create(name, 1, 16, 1, 9000)
+    host = HostSegment.attach(name)
+    assert host.server_pid() == os.getpid()
+    with pytest.raises(SegmentInUse, match="running server"):
+        ServerSegment.create(name, 1, 16, 1, 9000)
+    assert host.same_segment()  # not removed, not replaced
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    _poke(name, 84, "<I", dead.pid)           # fresh heartbeat, but its server is gone
+    _poke(name, 56, "<Q", now_ns())
+    second = ServerSegment.create(name, 1, 16, 1, 9000)
+    assert not host.same_segment()
+    host.close()
+    host = HostSegment.attach(name)
+    _poke(name, 56, "<Q", now_ns() - 10**10)  # a live pid, but no heartbeat for 10 s
+    third = ServerSegment.create(name, 1, 16, 1, 9000)
+    assert not host.same_segment()
+    host.close()
+    host = HostSegment.attach(name)
+    srv.close()      # both stale and replaced: closing them must not remove the live one
+    second.close()
+    assert host.same_segment()
+    host.close()
+    third.close()
+    assert not os.path.exists(f"/dev/shm/{name}")
+
+
+def test_capture_reset_never_stores_to_the_writers_fields(name):
+    with ServerSegment.create(name, 1, 16, 2, 20000) as srv, HostSegment.attach(name) as host:
+        srv.reset_capture(44100)
+        host.write_capture(np.ones((1000, 2), np.float32), beat_at_end=2.0)
+        srv.reset_capture(48000)
+        raw = Path(f"/dev/shm/{name}").read_bytes()
+        cap = srv.layout.capture_offset
+        assert struct.unpack_from("<Q", raw, cap + 8)[0] == 1000   # the writer's write_frames
+        assert struct.unpack_from("<Q", raw, cap + 40)[0] == 1000  # reset_frames: the mark
+        state = srv.capture_state()
+        assert (state.write_frames, state.sample_rate) == (0, 48000)
+        assert srv.read_capture(10) is None
+        host.write_capture(np.full((10, 2), 7, np.float32), beat_at_end=3.0)
+        win = srv.read_capture(100)
+        assert win.end_frame == 10 and win.audio.shape == (10, 2) and (win.audio == 7).all()
+
+
+def test_resets_racing_the_writer_lose_no_frame_of_its_count(name):
+    with ServerSegment.create(name, 1, 16, 2, 20000) as srv, HostSegment.attach(name) as host:
+        done = threading.Event()
+        written = 0
+
+        def writer():
+            nonlocal written
+            block = np.zeros((64, 2), np.float32)
+            for k in range(3000):
+                host.write_capture(block, beat_at_end=float(k))
+                written += 64
+            done.set()
+
+        t = threading.Thread(target=writer)
+        t.start()
+        while not done.is_set():
+            srv.reset_capture(48000)
+        t.join()
+        raw = Path(f"/dev/shm/{name}").read_bytes()
+        assert struct.unpack_from("<Q", raw, srv.layout.capture_offset + 8)[0] == written

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -15,7 +16,7 @@
 enum {
     H_MAGIC = 0, H_VERSION = 8, H_HEADER_BYTES = 12, H_N_SLOTS = 16, H_SLOT_CAP = 20,
     H_MAX_CH = 24, H_SLOT_TABLE = 32, H_SLOT_DATA = 40, H_CAPTURE = 48, H_HEARTBEAT = 56,
-    H_TOTAL = 64, H_PUBLISH_COUNT = 72, H_NEWEST = 80
+    H_TOTAL = 64, H_PUBLISH_COUNT = 72, H_NEWEST = 80, H_SERVER_PID = 84
 };
 /* Slot table entry fields. */
 enum {
@@ -25,7 +26,7 @@ enum {
 /* Capture ring header fields. */
 enum {
     C_SEQ = 0, C_WRITE_FRAMES = 8, C_CAPACITY = 16, C_CHANNELS = 20, C_RATE = 24,
-    C_BEAT = 32, C_DATA = 64
+    C_BEAT = 32, C_RESET_FRAMES = 40, C_DATA = 64
 };
 
 #define A64(p) ((_Atomic uint64_t *)(void *)(p))
@@ -64,6 +65,7 @@ const char *bf_strerror(int err)
     case BF_EBUSY: return "being written; try again";
     case BF_EEMPTY: return "empty";
     case BF_EOVERRUN: return "capture ring overran the window during the copy";
+    case BF_ELIVE: return "a running server owns a segment of that name (fresh heartbeat, live pid)";
     default: return "unknown error";
     }
 }
@@ -114,6 +116,31 @@ static int map_fd(bf_segment *seg, int fd, size_t size)
     return BF_OK;
 }
 
+/* Whether the object at `path` is a Barforge segment whose server is alive: its heartbeat is
+ * fresh and its pid (when it recorded one) runs. Anything unreadable counts as stale. */
+static int is_live(const char *path)
+{
+    struct stat st;
+    int fd = shm_open(path, O_RDONLY, 0);
+    if (fd < 0)
+        return 0;
+    void *p = fstat(fd, &st) == 0 && (uint64_t)st.st_size >= BF_HEADER_BYTES
+                  ? mmap(NULL, BF_HEADER_BYTES, PROT_READ, MAP_SHARED, fd, 0)
+                  : MAP_FAILED;
+    close(fd);
+    if (p == MAP_FAILED)
+        return 0;
+    const uint8_t *h = p;
+    uint64_t beat = atomic_load_explicit(A64((void *)(h + H_HEARTBEAT)), memory_order_acquire);
+    uint32_t pid = get32(h + H_SERVER_PID);
+    int ours = memcmp(h + H_MAGIC, BF_MAGIC, 8) == 0;
+    munmap(p, BF_HEADER_BYTES);
+    uint64_t now = bf_now_ns();
+    int fresh = ours && (beat >= now || now - beat < BF_HEARTBEAT_STALE_NS);
+    int running = pid == 0 || pid > (uint32_t)INT32_MAX || kill((pid_t)pid, 0) == 0 || errno == EPERM;
+    return fresh && running;
+}
+
 int bf_create(bf_segment *seg, const char *name, uint32_t n_slots,
               uint32_t slot_capacity_frames, uint32_t max_channels,
               uint32_t capture_capacity_frames)
@@ -125,10 +152,12 @@ int bf_create(bf_segment *seg, const char *name, uint32_t n_slots,
         bf_layout_compute(&L, n_slots, slot_capacity_frames, max_channels,
                           capture_capacity_frames) != BF_OK)
         return BF_EINVAL;
+    if (is_live(path))
+        return BF_ELIVE;
     shm_unlink(path); /* a stale segment of a server that did not exit cleanly */
     int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
     if (fd < 0)
-        return BF_ESYS;
+        return errno == EEXIST ? BF_ELIVE : BF_ESYS; /* another server created it just now */
     if (ftruncate(fd, (off_t)L.total_bytes) != 0 || map_fd(seg, fd, L.total_bytes) != BF_OK) {
         int e = errno;
         close(fd);
@@ -153,9 +182,13 @@ int bf_create(bf_segment *seg, const char *name, uint32_t n_slots,
     put64(h + H_TOTAL, L.total_bytes);
     put32(capture(seg) + C_CAPACITY, capture_capacity_frames);
     put32(capture(seg) + C_CHANNELS, max_channels);
+    put32(h + H_SERVER_PID, (uint32_t)getpid());
     bf_heartbeat_write(seg, bf_now_ns());
     return BF_OK;
 }
+
+/* off + len <= end, computed without wrap-around (all three may come from a hostile header). */
+static int span_ok(uint64_t off, uint64_t len, uint64_t end) { return off <= end && len <= end - off; }
 
 /* Check the header against the file size before trusting any offset in it. */
 static int validate(const uint8_t *h, uint64_t file_size, bf_layout *L)
@@ -176,20 +209,22 @@ static int validate(const uint8_t *h, uint64_t file_size, bf_layout *L)
     L->slot_stride_bytes = (uint64_t)L->slot_capacity_frames * L->max_channels * 4;
     if (L->total_bytes > file_size)
         return BF_ESIZE;
+    /* n_slots <= 2^20 and max_channels <= 64 keep every product below 2^61; each sum is
+     * checked with span_ok, which never adds two values from the header. */
     if (!L->n_slots || !L->slot_capacity_frames || !L->max_channels ||
         L->n_slots > (1u << 20) || L->max_channels > 64 ||
         (L->slot_table_offset | L->slot_data_offset | L->capture_offset) % BF_ALIGN ||
         L->slot_table_offset < BF_HEADER_BYTES ||
-        L->slot_table_offset + (uint64_t)L->n_slots * BF_SLOT_ENTRY_BYTES > L->slot_data_offset ||
-        L->slot_data_offset + L->n_slots * L->slot_stride_bytes > L->capture_offset ||
-        L->capture_offset + BF_CAPTURE_HEADER_BYTES > L->total_bytes)
+        !span_ok(L->slot_table_offset, (uint64_t)L->n_slots * BF_SLOT_ENTRY_BYTES, L->slot_data_offset) ||
+        !span_ok(L->slot_data_offset, L->n_slots * L->slot_stride_bytes, L->capture_offset) ||
+        !span_ok(L->capture_offset, BF_CAPTURE_HEADER_BYTES, L->total_bytes))
         return BF_ELAYOUT;
     const uint8_t *c = h + L->capture_offset;
     L->capture_capacity_frames = get32(c + C_CAPACITY);
-    uint32_t cch = get32(c + C_CHANNELS);
-    if (!L->capture_capacity_frames || !cch || cch > 64 ||
-        L->capture_offset + BF_CAPTURE_HEADER_BYTES +
-                (uint64_t)L->capture_capacity_frames * cch * 4 > L->total_bytes)
+    /* the ring has max_channels channels (PROTOCOL.md); later calls rely on it */
+    if (L->capture_capacity_frames <= BF_CAPTURE_MAX_BLOCK || get32(c + C_CHANNELS) != L->max_channels ||
+        !span_ok(L->capture_offset + BF_CAPTURE_HEADER_BYTES,
+                 (uint64_t)L->capture_capacity_frames * L->max_channels * 4, L->total_bytes))
         return BF_ELAYOUT;
     return BF_OK;
 }
@@ -387,21 +422,21 @@ int bf_slot_check(const bf_segment *seg, uint32_t slot, uint64_t seq)
 
 void bf_capture_reset(bf_segment *seg, uint32_t sample_rate)
 {
+    /* The writer's fields are never stored to here (one writer per field): the reset is a
+     * mark at the writer's current position, which readers subtract. */
     uint8_t *c = capture(seg);
-    uint64_t s = atomic_load_explicit(A64(c + C_SEQ), memory_order_relaxed);
-    atomic_store_explicit(A64(c + C_SEQ), s + 1, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release);
-    atomic_store_explicit(A64(c + C_WRITE_FRAMES), 0, memory_order_relaxed);
-    putf64(c + C_BEAT, 0.0);
-    put32(c + C_RATE, sample_rate);
-    atomic_store_explicit(A64(c + C_SEQ), s + 2, memory_order_release);
+    uint64_t wf = atomic_load_explicit(A64(c + C_WRITE_FRAMES), memory_order_acquire);
+    atomic_store_explicit(A32(c + C_RATE), sample_rate, memory_order_relaxed);
+    /* release: a reader that sees the new mark sees the new rate */
+    atomic_store_explicit(A64(c + C_RESET_FRAMES), wf, memory_order_release);
 }
 
 int bf_capture_write(bf_segment *seg, const float *const *planes, uint32_t n_planes,
                      size_t stride, uint32_t frames, double beat_at_end)
 {
     uint8_t *c = capture(seg);
-    const uint32_t cap = get32(c + C_CAPACITY), ch = get32(c + C_CHANNELS);
+    /* the validated sizes, not the header's: a rewritten header cannot move the ring */
+    const uint32_t cap = seg->layout.capture_capacity_frames, ch = seg->layout.max_channels;
     float *ring = (float *)(void *)(c + C_DATA);
     if (!n_planes || !stride)
         return BF_EINVAL;
@@ -431,32 +466,52 @@ int bf_capture_write(bf_segment *seg, const float *const *planes, uint32_t n_pla
     return BF_OK;
 }
 
-int bf_capture_state_read(const bf_segment *seg, bf_capture_state *out)
+/* The header under its seqlock; *raw_frames gets the writer's write_frames, out->write_frames
+ * the frames since the last reset. */
+static int capture_snapshot(const bf_segment *seg, bf_capture_state *out, uint64_t *raw_frames)
 {
     const uint8_t *c = capture(seg);
     uint64_t s1 = atomic_load_explicit(A64(c + C_SEQ), memory_order_acquire);
     if (s1 & 1)
         return BF_EBUSY;
-    out->write_frames = get64(c + C_WRITE_FRAMES);
-    out->capacity_frames = get32(c + C_CAPACITY);
-    out->channels = get32(c + C_CHANNELS);
-    out->sample_rate = get32(c + C_RATE);
-    out->beat_at_write = getf64(c + C_BEAT);
+    uint64_t wf = get64(c + C_WRITE_FRAMES);
+    double beat = getf64(c + C_BEAT);
     atomic_thread_fence(memory_order_acquire);
-    return atomic_load_explicit(A64(c + C_SEQ), memory_order_relaxed) == s1 ? BF_OK : BF_EBUSY;
+    if (atomic_load_explicit(A64(c + C_SEQ), memory_order_relaxed) != s1)
+        return BF_EBUSY;
+    /* acquire pairs with bf_capture_reset's release: the rate read next is the mark's */
+    uint64_t mark = atomic_load_explicit(A64(c + C_RESET_FRAMES), memory_order_acquire);
+    /* A writer that counts from 0 again after /barforge/capture (version 1's server zeroed
+     * write_frames for it) went below the mark: all it wrote since is new. */
+    if (wf < mark)
+        mark = 0;
+    *raw_frames = wf;
+    out->write_frames = wf - mark;
+    out->capacity_frames = seg->layout.capture_capacity_frames;
+    out->channels = seg->layout.max_channels;
+    out->sample_rate = atomic_load_explicit(A32(c + C_RATE), memory_order_relaxed);
+    out->beat_at_write = beat;
+    return BF_OK;
+}
+
+int bf_capture_state_read(const bf_segment *seg, bf_capture_state *out)
+{
+    uint64_t raw;
+    return capture_snapshot(seg, out, &raw);
 }
 
 int bf_capture_read(const bf_segment *seg, float *out, uint32_t frames, bf_capture_state *state)
 {
-    int rc = bf_capture_state_read(seg, state);
+    uint64_t wf;
+    int rc = capture_snapshot(seg, state, &wf);
     if (rc != BF_OK)
         return rc;
-    const uint64_t cap = state->capacity_frames, ch = state->channels, wf = state->write_frames;
-    if (wf == 0)
+    const uint64_t cap = state->capacity_frames, ch = state->channels;
+    if (state->write_frames == 0)
         return BF_EEMPTY;
     uint64_t n = frames;
-    if (n > wf)
-        n = wf;
+    if (n > state->write_frames)
+        n = state->write_frames;
     if (n > cap - BF_CAPTURE_MAX_BLOCK)
         n = cap - BF_CAPTURE_MAX_BLOCK;
     const float *ring = (const float *)(const void *)(capture(seg) + C_DATA);
@@ -489,4 +544,9 @@ uint64_t bf_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint32_t bf_server_pid(const bf_segment *seg)
+{
+    return get32(seg->base + H_SERVER_PID);
 }

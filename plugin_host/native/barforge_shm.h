@@ -8,15 +8,22 @@
  * - One writer per slot table (the server) and any number of readers. A slot is guarded by a
  *   seqlock: readers never block the writer and never spin; a read that overlaps a write fails
  *   with BF_EBUSY and the caller looks again later (next audio block).
- * - One capture writer (the host that sent /barforge/capture) and one reader (the engine).
+ * - One capture writer (the host that sent /barforge/capture) and one reader (the server).
  *   The writer stores audio first, then advances write_frames and beat_at_write under the
- *   ring's seqlock. The reader copies the window it wants and checks afterwards that the
- *   writer did not come round over it.
+ *   ring's seqlock; nobody else ever stores to them. The reader copies the window it wants
+ *   and checks afterwards that the writer did not come round over it. A reset
+ *   (/barforge/capture) is the server's only store to the ring: it records the writer's
+ *   write_frames in reset_frames and sets sample_rate; frames up to reset_frames are gone.
+ * - A segment is live while its heartbeat is fresh (BF_HEARTBEAT_STALE_NS) and its
+ *   server_pid runs; bf_create never removes or replaces a live segment.
+ * - Every offset and size read from a segment is checked against the mapped size (without
+ *   integer wrap-around) at bf_attach; later calls use the validated layout, never the
+ *   header again, so a peer that rewrites the header cannot make a call leave the mapping.
  * - The segment holds offsets, never pointers; every offset is a multiple of 64.
  * - Real-time safe (no allocation, lock or system call): every bf_slot_*, bf_capture_*,
- *   bf_heartbeat_*, bf_publish*, bf_newest_slot and bf_publish_count call. NOT real-time
- *   safe: bf_create, bf_attach, bf_detach, bf_unlink, bf_same_segment, bf_now_ns (a vDSO
- *   clock read: cheap, but keep it out of audio threads anyway).
+ *   bf_heartbeat_*, bf_publish*, bf_newest_slot, bf_publish_count and bf_server_pid call.
+ *   NOT real-time safe: bf_create, bf_attach, bf_detach, bf_unlink, bf_same_segment,
+ *   bf_now_ns (a vDSO clock read: cheap, but keep it out of audio threads anyway).
  * - All integers little-endian (the library supports little-endian machines only); all audio
  *   float32, interleaved by channel.
  */
@@ -44,8 +51,14 @@ extern "C" {
  * the ring alone ahead of the write head (the block the writer may be storing right now). */
 #define BF_CAPTURE_MAX_BLOCK 8192u
 #define BF_FLAG_LOOP_SEAM 1u
+/* A heartbeat older than this (CLOCK_MONOTONIC ns) means the server is gone or hung. */
+#define BF_HEARTBEAT_STALE_NS 3000000000u
 
-/* Error codes: every call returns BF_OK (0) or one of these (negative). */
+/* Error codes (negative). Calls returning int give BF_OK (0) or one of these, except:
+ * bf_publish (the slot index, >= 0, on success), bf_capture_read (the number of frames
+ * copied, >= 0), bf_slot_check and bf_same_segment (1 or 0, never an error). bf_detach,
+ * bf_capture_reset and bf_heartbeat_write return nothing; bf_slot_begin returns a seq (0:
+ * nothing to play); the other uint32_t / uint64_t calls return a value, never an error. */
 enum {
     BF_OK = 0,
     BF_ENOENT = -1,   /* no segment of that name */
@@ -57,7 +70,8 @@ enum {
     BF_EINVAL = -7,   /* a caller mistake: bad name, slot index, size */
     BF_EBUSY = -8,    /* a seqlock reader overlapped a write: try again next block */
     BF_EEMPTY = -9,   /* nothing there yet (no clip in the slot, nothing captured) */
-    BF_EOVERRUN = -10 /* the capture writer came round over the window while it was copied */
+    BF_EOVERRUN = -10, /* the capture writer came round over the window while it was copied */
+    BF_ELIVE = -11     /* bf_create: a live server owns a segment of that name */
 };
 
 /* Byte offsets and sizes of a segment, from n_slots, capacities and channels. */
@@ -111,7 +125,8 @@ int bf_layout_compute(bf_layout *out, uint32_t n_slots, uint32_t slot_capacity_f
                       uint32_t max_channels, uint32_t capture_capacity_frames);
 
 /* Server: create the segment `name` (no leading '/', at most 30 characters), mode 0600,
- * replacing a stale one. Not real-time safe. */
+ * replacing a stale one; BF_ELIVE (nothing touched) when a live server owns the name.
+ * Records this process's pid in the header. Not real-time safe. */
 int bf_create(bf_segment *seg, const char *name, uint32_t n_slots,
               uint32_t slot_capacity_frames, uint32_t max_channels,
               uint32_t capture_capacity_frames);
@@ -149,7 +164,9 @@ int bf_slot_check(const bf_segment *seg, uint32_t slot, uint64_t seq);
 /* The slot's seq (acquire), for a player that wants to notice a change cheaply. */
 uint64_t bf_slot_seq(const bf_segment *seg, uint32_t slot);
 
-/* Server: reset the capture ring (write_frames 0, beat 0) and set its sample rate. */
+/* Server: reset the capture ring and set its sample rate: reset_frames = the writer's
+ * write_frames, so readers see nothing captured until the writer's next commit. Stores only
+ * to reset_frames and sample_rate (the writer's fields stay the writer's). */
 void bf_capture_reset(bf_segment *seg, uint32_t sample_rate);
 /* Host: append `frames` frames. Channel c of frame f is planes[c % n_planes][f * stride]
  * (interleaved: planes[c] = buf + c, stride = channels; planar: stride = 1). A mono source
@@ -158,9 +175,11 @@ void bf_capture_reset(bf_segment *seg, uint32_t sample_rate);
  * are interpolated from the ring's previous beat_at_write. */
 int bf_capture_write(bf_segment *seg, const float *const *planes, uint32_t n_planes,
                      size_t stride, uint32_t frames, double beat_at_end);
-/* The ring's header under its seqlock; BF_EBUSY when it overlapped a commit. */
+/* The ring's header under its seqlock; BF_EBUSY when it overlapped a commit. write_frames
+ * counts the frames written since the last reset (the header's write_frames minus
+ * reset_frames); capacity_frames and channels are the validated layout's. */
 int bf_capture_state_read(const bf_segment *seg, bf_capture_state *out);
-/* Engine: copy the last min(frames, written, capacity - BF_CAPTURE_MAX_BLOCK) frames
+/* Server: copy the last min(frames, written since reset, capacity - BF_CAPTURE_MAX_BLOCK) frames
  * (interleaved, ring channels) into out; *state gets the header they end at. Returns the
  * number of frames copied, BF_EEMPTY when nothing was written, BF_EBUSY or BF_EOVERRUN when
  * a commit overlapped the copy (try again). */
@@ -170,6 +189,8 @@ int bf_capture_read(const bf_segment *seg, float *out, uint32_t frames, bf_captu
 void bf_heartbeat_write(bf_segment *seg, uint64_t ns);
 uint64_t bf_heartbeat_read(const bf_segment *seg);
 uint64_t bf_now_ns(void);
+/* The pid of the server that created the segment (0 if it did not say). */
+uint32_t bf_server_pid(const bf_segment *seg);
 
 #ifdef __cplusplus
 }
