@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from export.bundle import DEFAULT_OPSET
+from export.quantize import QUANTIZE_VARIANTS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,8 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
                    help="weights and compute type; fp16 is for the CUDA provider (default fp32)")
-    p.add_argument("--quantize", choices=("int8",), default=None,
-                   help="dynamic int8 quantization of the LM and text graphs, for CPU")
+    p.add_argument("--quantize", choices=QUANTIZE_VARIANTS, default=None,
+                   help="for CPU: int8 = dynamic int8 quantization of the LM and text graphs; "
+                        "int4 = block-wise 4-bit MatMulNBits weights in the per-step LM graphs "
+                        "(int8 compute), int8 elsewhere")
     p.add_argument("--triton", metavar="DIR", default=None,
                    help="also write a Triton Inference Server model repository to DIR")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,

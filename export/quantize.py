@@ -1,4 +1,5 @@
-"""Bundle variants: dynamic int8 (onnxruntime's quantizer, for CPU) and fp16 (for CUDA).
+"""Bundle variants: dynamic int8 and block-wise int4 (onnxruntime's quantizers, for CPU) and fp16
+(for CUDA).
 
 int8: weights of MatMul/Gather become int8 with per-channel scales, activations are quantized
 on the fly (``quantize_dynamic``); only the transformer graphs (LM, text encoder) are
@@ -7,6 +8,14 @@ CPU and the codec is a small share of the time). fp16: onnxruntime's own float16
 (``onnxruntime.transformers.float16``, shipped in the onnxruntime wheel: no extra package),
 with graph inputs/outputs kept fp32 so the runtime's I/O does not change and LayerNorm /
 Softmax kept in fp32 where the converter's block list says so.
+
+int4: the graphs that run once per step or pass (``PER_STEP_GRAPHS``) get block-wise 4-bit
+weights in onnxruntime's ``MatMulNBits`` (``MatMulNBitsQuantizer``: symmetric, blocks of
+``INT4_BLOCK`` along the input axis, one fp32 scale each), computed at accuracy level 4: the
+activations are quantized to int8 per block and the dot products run on int8 units (VNNI/AMX);
+the output heads get 8-bit ``MatMulNBits`` (``INT4_HEAD_BITS``). The graphs that run once per
+generation (text encoder, cross-attention K/V) get the int8 variant: their time does not
+matter and their error reaches every step.
 """
 from __future__ import annotations
 
@@ -20,6 +29,58 @@ import onnx
 # The LM's output heads (``linears.k``) write the logits every token is sampled from: int8
 # there costs the most agreement for the least time (one MatMul per codebook per step).
 FP32_NODES = ("/linears.",)
+
+# Graphs run per step / per MAGNeT pass: the ones whose weight bytes bound the decode speed.
+PER_STEP_GRAPHS = ("lm_prefill", "lm_step", "lm_full")
+INT4_BLOCK = 32
+# MatMulNBits accuracy level 4: int8 activations, int8 dot products (VNNI / AMX on x86).
+INT4_ACCURACY_LEVEL = 4
+# bits of the output heads in the int4 variant (None: fp32). Chosen by
+# bench/bench_int8_agreement.py on the default model (bench/RESULTS_onnx.md).
+INT4_HEAD_BITS: int | None = 8
+QUANTIZE_VARIANTS = ("int8", "int4")
+
+
+def variant_of_graph(variant: str, graph: str) -> str:
+    """The weight format the bundle variant ``variant`` gives the graph named ``graph`` (its
+    manifest name): int4 bundles keep the once-per-generation graphs at int8."""
+    return "int8" if variant == "int4" and graph not in PER_STEP_GRAPHS else variant
+
+
+def quantize_graph(src: Path, dst: Path, variant: str, graph: str) -> None:
+    """Write the ``variant`` (``QUANTIZE_VARIANTS``) of the graph named ``graph`` (its manifest
+    name) from ``src`` to ``dst``."""
+    if variant not in QUANTIZE_VARIANTS:
+        raise ValueError(f"quantize variant must be one of {QUANTIZE_VARIANTS}, got {variant!r}")
+    if variant_of_graph(variant, graph) == "int4":
+        quantize_int4(src, dst)
+    else:
+        quantize_int8(src, dst)
+
+
+def quantize_int4(src: Path, dst: Path, head_bits: int | None = INT4_HEAD_BITS,
+                  heads: tuple[str, ...] = FP32_NODES) -> None:
+    """Block-wise 4-bit ``MatMulNBits`` weights for every MatMul with a constant weight of
+    ``src``, into ``dst``; nodes whose name contains one of ``heads`` get ``head_bits`` bits
+    (4 or 8), or stay fp32 when ``head_bits`` is None."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    if head_bits not in (None, 4, 8):
+        raise ValueError(f"head_bits must be None, 4 or 8, got {head_bits!r}")
+    # the quantizer logs one INFO line per node
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    model = onnx.load(str(src))
+    head_nodes = [n.name for n in model.graph.node if any(part in n.name for part in heads)]
+    passes = [(4, {"nodes_to_exclude": head_nodes if head_bits != 4 else []})]
+    if head_bits == 8 and head_nodes:
+        passes.append((8, {"nodes_to_include": head_nodes}))
+    for bits, select in passes:
+        quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=INT4_BLOCK,
+                                         is_symmetric=True, accuracy_level=INT4_ACCURACY_LEVEL,
+                                         **select)
+        quantizer.process()
+        model = quantizer.model.model
+    onnx.save(model, str(dst))
 
 
 def quantize_int8(src: Path, dst: Path, keep_fp32: tuple[str, ...] = FP32_NODES) -> None:
