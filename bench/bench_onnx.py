@@ -37,6 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import bandwidth_gbs, load_line  # noqa: E402
 from engine.models.lm import LMConfig, musicgen_small_config  # noqa: E402
 
 SEED = 1234
@@ -195,26 +196,6 @@ def codec_rtf(small: bool, bundle: str | None, seconds: float) -> dict:
         codec.decode(codes)
         total = time.perf_counter() - t
     return {"seconds": total, "rtf": total / seconds}
-
-
-def load_line() -> str:
-    """``uptime``-style load averages (1, 5, 15 min) and the time, for the results file."""
-    one, five, fifteen = os.getloadavg()
-    return f"{time.strftime('%H:%M:%S')} load {one:.2f}, {five:.2f}, {fifteen:.2f}"
-
-
-def bandwidth_gbs() -> float:
-    """Memory read+write bandwidth from a large numpy copy (best of 5)."""
-    a = np.ones(256 * 2**20 // 8)
-    b = np.empty_like(a)
-    best = min(_time(lambda: np.copyto(b, a)) for _ in range(5))
-    return 2 * a.nbytes / best / 1e9
-
-
-def _time(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 # ---------------------------------------------------------------- report

@@ -1,5 +1,5 @@
-"""Bundle variants: dynamic int8 and block-wise int4 (run on CPU, accuracy measured) and fp16
-(fp16 weights)."""
+"""Bundle variants: block-wise int8 and int4 (run on CPU, accuracy measured) and fp16 (fp16
+weights)."""
 import numpy as np
 import onnx
 import pytest
@@ -18,17 +18,40 @@ def musicgen():
     return build_debug_model()
 
 
+def _matmul_nbits(path) -> tuple[list[dict[str, int]], list[dict[str, int]], list[str]]:
+    """The attributes of a graph's MatMulNBits nodes (body, output heads) and its output heads
+    still run as float MatMul."""
+    nodes = onnx.load(str(path)).graph.node
+    nbits = {n.name: {a.name: a.i for a in n.attribute} for n in nodes if n.op_type == "MatMulNBits"}
+    body = [a for n, a in nbits.items() if "/linears." not in n]
+    heads = [a for n, a in nbits.items() if "/linears." in n]
+    float_heads = [n.name for n in nodes if n.op_type == "MatMul" and "/linears." in n.name]
+    return body, heads, float_heads
+
+
+def _assert_variant_graphs(musicgen, bundle, bits: int, head_bits: int | None) -> None:
+    for name in ("lm_step", "lm_prefill"):
+        body, heads, float_heads = _matmul_nbits(bundle / f"{name}.onnx")
+        # q/k/v + out, cross q + out, two FFN linears per layer; one head per codebook
+        assert len(body) == 6 * musicgen.lm.cfg.num_layers, body
+        assert all(a["bits"] == bits and a["accuracy_level"] == 4 for a in body), body
+        if head_bits is None:
+            assert not heads and len(float_heads) == musicgen.lm.n_q, (heads, float_heads)
+        else:
+            assert not float_heads and len(heads) == musicgen.lm.n_q, float_heads
+            assert all(a["bits"] == head_bits for a in heads), heads
+    # the once-per-generation graphs get dynamic int8
+    ops = {n.op_type for n in onnx.load(str(bundle / "lm_cross.onnx")).graph.node}
+    assert "MatMulNBits" not in ops and ops & {"DynamicQuantizeLinear", "MatMulInteger",
+                                               "DynamicQuantizeMatMul"}, ops
+
+
 def test_int8_variant_runs_on_cpu_with_measured_accuracy(musicgen, tmp_path):
     fp32_dir, int8_dir = tmp_path / "fp32", tmp_path / "int8"
     export_bundle(musicgen, fp32_dir, log=lambda s: None)
     export_bundle(musicgen, int8_dir, quantize="int8", log=lambda s: None)
-    m = read_manifest(int8_dir)
-    assert m["quantize"] == "int8"
-    nodes = onnx.load(str(int8_dir / "lm_step.onnx")).graph.node
-    ops = {n.op_type for n in nodes}
-    assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
-    heads = [n for n in nodes if "/linears." in n.name]                  # the output heads stay fp32
-    assert heads and all(n.op_type == "MatMul" for n in heads)
+    assert read_manifest(int8_dir)["quantize"] == "int8"
+    _assert_variant_graphs(musicgen, int8_dir, bits=8, head_bits=None)   # fp32 heads
     assert (int8_dir / "lm_step.onnx").stat().st_size < (fp32_dir / "lm_step.onnx").stat().st_size
 
     rel_err, agreement = _accuracy(fp32_dir, int8_dir)
@@ -66,20 +89,7 @@ def test_int4_variant_uses_matmulnbits_decodes_and_agrees(musicgen, tmp_path):
     export_bundle(musicgen, fp32_dir, log=lambda s: None)
     export_bundle(musicgen, int4_dir, quantize="int4", log=lambda s: None)
     assert read_manifest(int4_dir)["quantize"] == "int4"
-    for name in ("lm_step", "lm_prefill"):
-        nodes = onnx.load(str(int4_dir / f"{name}.onnx")).graph.node
-        nbits = {n.name: {a.name: a.i for a in n.attribute} for n in nodes
-                 if n.op_type == "MatMulNBits"}
-        body = [a for n, a in nbits.items() if "/linears." not in n]
-        heads = [a for n, a in nbits.items() if "/linears." in n]
-        # q/k/v + out, cross q + out, two FFN linears per layer; one head per codebook
-        assert len(body) == 6 * musicgen.lm.cfg.num_layers and len(heads) == musicgen.lm.n_q
-        assert all(a["bits"] == 4 and a["accuracy_level"] == 4 for a in body), body
-        assert all(a["bits"] == 8 for a in heads), heads
-        weights = [n for n in nodes if n.op_type == "MatMul" and "/linears." in n.name]
-        assert not weights, "an output head stayed a float MatMul"
-    # the once-per-generation graphs are int8
-    assert "MatMulNBits" not in {n.op_type for n in onnx.load(str(int4_dir / "lm_cross.onnx")).graph.node}
+    _assert_variant_graphs(musicgen, int4_dir, bits=4, head_bits=8)
 
     rel_err, agreement = _accuracy(fp32_dir, int4_dir)
     print(f"int4: step logit rel err {rel_err:.4f}, greedy token agreement {agreement:.3f}")
