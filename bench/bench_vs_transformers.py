@@ -8,7 +8,8 @@ fp32, int8 and int4 bundle. Batch 1 with CFG 3 (2 rows), greedy, ``--seconds`` o
 
 Phases:
 
-1. Exports (in a child process; cached in ``--workdir``, keyed by shape and seed).
+1. Exports (in a child process; cached in ``--workdir``, keyed by shape, seed and a hash of the
+   export and model code).
 2. Peak RSS: each variant loads and generates once in its own fresh (spawned) process.
 3. Timing, in this process with every variant loaded: ``--rounds`` rounds, the variants in
    rotated order each round (transformers between ours), each timed from its per-step
@@ -183,6 +184,17 @@ def export_all(small: bool, seconds: float, workdir: Path, formats: tuple[str, .
         print(f"exported {fmt} in {time.perf_counter() - t:.0f} s", flush=True)
 
 
+def export_code_hash() -> str:
+    """A short hash of export/ and the engine's model code: cached bundles are reused only when
+    the code that wrote them is unchanged."""
+    import hashlib
+    h = hashlib.sha256()
+    for f in sorted([*(ROOT / "export").glob("*.py"), *(ROOT / "engine" / "models").glob("*.py"),
+                     *(ROOT / "engine" / "modules").glob("*.py")]):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:10]
+
+
 def step_read_bytes(path: Path) -> int:
     """Bytes of the initializers a step graph reads, except tables read by Gather (embeddings:
     one row per codebook per step)."""
@@ -276,7 +288,7 @@ def main() -> int:
     load_before = load_line()
     torch.set_num_threads(args.threads)
     cfg = lm_config(args.small)
-    tag = f"L{cfg.num_layers}-d{cfg.dim}-s{args.seconds:g}-seed{SEED}"
+    tag = f"L{cfg.num_layers}-d{cfg.dim}-s{args.seconds:g}-seed{SEED}-{export_code_hash()}"
     workdir = Path(args.workdir) / tag
     workdir.mkdir(parents=True, exist_ok=True)
 
