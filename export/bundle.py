@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +26,9 @@ from engine.models.lm import LMModel
 from export import graphs as G
 from export.manifest import (GraphSpec, check_graph_matches_spec, set_output_shapes,
                              write_manifest)
-from export.quantize import QUANTIZE_VARIANTS, convert_fp16, quantize_graph, variant_of_graph
+from export.fused_attention import fused_attention
+from export.quantize import (PER_STEP_GRAPHS, QUANTIZE_VARIANTS, convert_fp16, quantize_graph,
+                             variant_of_graph)
 from export.validate import validate_graph
 
 DEFAULT_OPSET = 17
@@ -40,10 +43,13 @@ class ExportedGraph:
 
 
 def export_graph(module: nn.Module, spec: GraphSpec, example: dict[str, np.ndarray],
-                 path: Path, opset: int) -> None:
-    """Trace ``module`` on ``example`` and write ``path``; refuse a result that froze an axis."""
+                 path: Path, opset: int, fused_heads: int | None = None) -> None:
+    """Trace ``module`` on ``example`` and write ``path``; refuse a result that froze an axis.
+    ``fused_heads``: attention as onnxruntime's ``MultiHeadAttention`` with that many heads
+    (export/fused_attention.py)."""
     args = tuple(torch.from_numpy(example[io.name]) for io in spec.inputs)
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), \
+            (fused_attention(opset, fused_heads) if fused_heads else nullcontext()):
         warnings.simplefilter("ignore")  # TracerWarnings on shape checks, the legacy-exporter note
         torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset,
                           input_names=[io.name for io in spec.inputs],
@@ -292,7 +298,9 @@ def _export_into(work: Path, model: Any, family: str,
     for g in graphs:
         sizes = dict(EXPORT_SIZES, samples=EXPORT_SIZES["frames"] * codec.hop_length)
         example = random_inputs(g.spec, sizes, int_high.get(g.spec.name, {}))
-        export_graph(g.module, g.spec, example, work / g.spec.file, opset)
+        export_graph(g.module, g.spec, example, work / g.spec.file, opset,
+                     fused_heads=g.module.lm.cfg.num_heads if g.spec.name in PER_STEP_GRAPHS
+                     else None)
         if g.spec.name == "lm_step" and "If" in op_types(work / g.spec.file):
             raise ValueError("lm_step.onnx has an If node: the step graph must be branch-free")
     for g in graphs:
