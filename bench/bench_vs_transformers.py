@@ -225,8 +225,9 @@ def rss_child(name: str, small: bool, seconds: float, workdir: str, threads: int
     """In a fresh process: load one variant, generate once; report (MB before loading, peak MB,
     steps generated)."""
     torch.set_num_threads(threads)
-    cond = hf_condition(lm_config(small)) if name == HF else None
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # transformers' condition comes from the text encoder, as ours does inside the bundle
+    cond = hf_condition(lm_config(small)) if name == HF else None
     model = load_variant(name, small, seconds, Path(workdir), threads)
     stamps = measure_once(model, name, seconds, cond, steps)
     queue.put((base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, len(stamps)))
@@ -277,8 +278,9 @@ def main() -> int:
     args = ap.parse_args()
     formats = tuple(f for f in args.formats.split(",") if f)
     bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        ap.error(f"--formats: unknown {bad}; expected a subset of {FORMATS}")
+    if bad or "fp32" not in formats:
+        ap.error(f"--formats: got {formats}; expected a subset of {FORMATS} with fp32 (the "
+                 "weights transformers reads: its floor)")
 
     refusal = idle_refusal(args.max_load)
     if refusal and not args.allow_load:
@@ -334,7 +336,7 @@ def main() -> int:
     bw = bandwidth_gbs()
     floors = {f: json.loads((workdir / f / "bench_floor.json").read_text())["step_bytes"]
               for f in formats}
-    fp32_bytes = floors.get("fp32") or step_read_bytes(workdir / formats[0] / "lm_step.onnx")
+    fp32_bytes = floors["fp32"]
     hf_speed = max(s["steps_per_s"] for s in runs[HF])
     rows = []
     for name in variants:
@@ -370,8 +372,8 @@ def main() -> int:
         "|---|---|---|---|---|---|---|",
         *rows, "",
         "Peak RSS: each variant loaded and generating once in its own fresh process "
-        f"(interpreter + imports: {min(b for b, _ in rss.values()):.0f}-"
-        f"{max(b for b, _ in rss.values()):.0f} MB of it). Floor: the bytes of the initializers "
+        f"(interpreter + imports: {min(r[0] for r in rss.values()):.0f}-"
+        f"{max(r[0] for r in rss.values()):.0f} MB of it). Floor: the bytes of the initializers "
         "one lm_step reads (embedding tables excluded) over the bandwidth; transformers and "
         "torch read the fp32 weights.", ""])
     if args.out:
