@@ -33,7 +33,9 @@ TOLERANCES = {
     "fp32": Tolerance(abs=2e-4, rel=1e-4),
     "fp16": Tolerance(abs=5e-2, rel=2e-2),
     "int8": Tolerance(abs=0.25, rel=0.15, min_int_agreement=0.99),
-    "int4": Tolerance(abs=0.5, rel=0.25, min_int_agreement=0.99),
+    # 4-bit error accumulates over depth: at musicgen-small shape (24 layers, random weights)
+    # the deepest layers' present K/V reach 0.25 of their largest value; a broken graph is > 1
+    "int4": Tolerance(abs=0.5, rel=0.4, min_int_agreement=0.99),
 }
 
 
