@@ -1,8 +1,10 @@
-"""int8 vs fp32 greedy agreement of a trained AR LM on real token sequences, through onnxruntime.
+"""int8 / int4 vs fp32 greedy agreement of a trained AR LM on real token sequences, through
+onnxruntime.
 
-The fp32 ``lm_prefill`` graph of an exported bundle is quantized twice with onnxruntime's
-dynamic quantizer (export/quantize.py): every MatMul/Gather int8, and int8 except the output
-heads (the shipped default). Sequences: the torch model's own AR generations for ``--prompts``
+The fp32 ``lm_prefill`` graph of an exported bundle is quantized with onnxruntime's quantizers
+(export/quantize.py): dynamic per-channel int8 (every MatMul/Gather, and all but the output
+heads: the int8 format before block-wise weights); block-wise MatMulNBits 8-bit with fp32 heads
+(the shipped int8) and 4-bit with 4-bit, 8-bit (the shipped int4) and fp32 heads. Sequences: the torch model's own AR generations for ``--prompts``
 held-out captions (delay pattern, as the LM reads them). Agreement = the share of positions where
 the int8 graph's argmax equals fp32's, teacher-forced on the same sequence (a free-running run
 parts at the first differing token and measures nothing after it)::
@@ -33,7 +35,8 @@ from bench._common import append_results  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
-    ap.add_argument("--bundle", default="/tmp/barforge-default-bundle")
+    ap.add_argument("--bundle", default="/tmp/barforge-default-bundle",
+                    help="fp32 bundle of --model (exported there when missing)")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS_onnx.md"))
@@ -45,7 +48,7 @@ def main() -> None:
     from engine.data.synth import sample_spec
     from engine.conditioners.caption import describe
     from engine.models.pretrained import load_model
-    from export.quantize import quantize_int8
+    from export.quantize import quantize_int8, quantize_nbits
 
     if not (Path(args.bundle) / "manifest.json").is_file():
         subprocess.run([sys.executable, "-m", "engine.cli", "export", "--model", args.model,
@@ -75,9 +78,15 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         variants = {"fp32": prefill}
-        for name, keep in (("int8 (all MatMul)", ()), ("int8, fp32 heads (shipped)", None)):
+        for name, quantize in (
+                ("dynamic int8 (all MatMul)", lambda d: quantize_int8(prefill, d, keep_fp32=())),
+                ("dynamic int8, fp32 heads", lambda d: quantize_int8(prefill, d)),
+                ("block int8, fp32 heads (shipped int8)", lambda d: quantize_nbits(prefill, d, 8, None)),
+                ("block int4 (all MatMul)", lambda d: quantize_nbits(prefill, d, 4, 4)),
+                ("block int4, 8-bit heads (shipped int4)", lambda d: quantize_nbits(prefill, d, 4, 8)),
+                ("block int4, fp32 heads", lambda d: quantize_nbits(prefill, d, 4, None))):
             dst = Path(tmp) / f"{len(variants)}.onnx"
-            quantize_int8(prefill, dst) if keep is None else quantize_int8(prefill, dst, keep_fp32=keep)
+            quantize(dst)
             variants[name] = dst
         for name, path in variants.items():
             s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

@@ -1,10 +1,14 @@
-"""onnxruntime vs torch eager vs transformers ``generate``, side by side in one run (CPU).
+"""onnxruntime vs torch eager, each in its own process (CPU): AR, MAGNeT, codec.
+
+The comparison with transformers ``generate`` is bench/bench_vs_transformers.py (same weights,
+alternating in one process, load-checked); this script's former "vs transformers" column
+compared separate processes under whatever load there was and is gone (bench/RESULTS_onnx.md).
 
 Same random musicgen-small-shaped LM (24 layers, d 1024, 16 heads, 4 x 2048, T5-width text)
 for every runtime, batch 1 with CFG (2 rows), greedy:
 
 - AR, ``--seconds`` of audio: onnxruntime fp32 and int8 bundles, our torch eager backend,
-  transformers ``MusicgenForCausalLM.generate`` (guidance_scale 3, same shapes): steps/s + ratios;
+  steps/s and the ratio to torch eager;
   int8 greedy token agreement with fp32 (teacher-forced on fp32's sequence, every step).
 - MAGNeT, ``--magnet-seconds`` segment: onnxruntime lm_full vs torch.
 - Codec decoder real-time factor (decode seconds / audio seconds), torch and onnxruntime.
@@ -37,6 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import bandwidth_gbs, load_line  # noqa: E402
 from engine.models.lm import LMConfig, musicgen_small_config  # noqa: E402
 
 SEED = 1234
@@ -142,31 +147,6 @@ def int8_agreement(fp32: str, int8: str, codes: np.ndarray) -> float:
     return float((argmax[0] == argmax[1]).float().mean())
 
 
-def hf_generate(small: bool, steps: int) -> dict:
-    """transformers' MusicGen decoder (same shapes, its own random weights), guidance_scale 3."""
-    from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
-    cfg = lm_config(small)
-    hf_cfg = MusicgenDecoderConfig(vocab_size=cfg.card, hidden_size=cfg.dim,
-                                   num_hidden_layers=cfg.num_layers,
-                                   num_attention_heads=cfg.num_heads,
-                                   ffn_dim=cfg.hidden_scale * cfg.dim, num_codebooks=cfg.n_q,
-                                   max_position_embeddings=4096, pad_token_id=cfg.card,
-                                   bos_token_id=cfg.card, decoder_start_token_id=cfg.card)
-    torch.manual_seed(SEED)
-    model = MusicgenForCausalLM(hf_cfg).eval()
-    enc = torch.randn(2, 8, cfg.dim)   # already projected condition, [cond; null] rows
-    ids = torch.full((cfg.n_q, 1), cfg.card, dtype=torch.long)   # generate doubles it for CFG
-    kw = dict(encoder_hidden_states=enc, encoder_attention_mask=torch.ones(2, 8, dtype=torch.long),
-              do_sample=False, guidance_scale=3.0, num_return_sequences=1, num_beams=1)
-    with torch.inference_mode():
-        model.generate(ids, max_new_tokens=4, min_new_tokens=4, **kw)
-        t = time.perf_counter()
-        model.generate(ids, max_new_tokens=steps, min_new_tokens=steps, **kw)
-        total = time.perf_counter() - t
-    return {"steps": steps, "seconds": total, "steps_per_s": steps / total,
-            "median_step_ms": 1000 * total / steps}
-
-
 def magnet_run(small: bool, bundle: str | None, seconds: float, steps: tuple) -> dict:
     if bundle is None:
         model = build_musicgen(small, magnet=True)
@@ -195,26 +175,6 @@ def codec_rtf(small: bool, bundle: str | None, seconds: float) -> dict:
         codec.decode(codes)
         total = time.perf_counter() - t
     return {"seconds": total, "rtf": total / seconds}
-
-
-def load_line() -> str:
-    """``uptime``-style load averages (1, 5, 15 min) and the time, for the results file."""
-    one, five, fifteen = os.getloadavg()
-    return f"{time.strftime('%H:%M:%S')} load {one:.2f}, {five:.2f}, {fifteen:.2f}"
-
-
-def bandwidth_gbs() -> float:
-    """Memory read+write bandwidth from a large numpy copy (best of 5)."""
-    a = np.ones(256 * 2**20 // 8)
-    b = np.empty_like(a)
-    best = min(_time(lambda: np.copyto(b, a)) for _ in range(5))
-    return 2 * a.nbytes / best / 1e9
-
-
-def _time(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 # ---------------------------------------------------------------- report
@@ -249,9 +209,6 @@ def main() -> None:
                         ("torch eager (ours)", torch_ar, (small, args.seconds))):
         res[name] = in_child(fn, *a)
         print(name, f"{res[name][0]['steps_per_s']:.2f} steps/s, {res[name][1]:.0f} MB")
-    steps = res["onnxruntime fp32"][0]["steps"]
-    res["transformers generate"] = in_child(hf_generate, small, steps)
-    print("transformers", f"{res['transformers generate'][0]['steps_per_s']:.2f} steps/s")
     agree, _ = in_child(int8_agreement, fp32, int8, res["onnxruntime fp32"][0]["codes"])
     free = float(np.mean(res["onnxruntime fp32"][0]["codes"] == res["onnxruntime int8"][0]["codes"]))
 
@@ -266,7 +223,7 @@ def main() -> None:
     step_params = (cfg.num_layers * (6 + 2 * cfg.hidden_scale) * cfg.dim ** 2
                    + cfg.n_q * cfg.card * cfg.dim + cfg.n_q * cfg.dim)
     bw = bandwidth_gbs()
-    base = res["transformers generate"][0]["steps_per_s"]
+    base = res["torch eager (ours)"][0]["steps_per_s"]
     for name, (r, rss) in res.items():
         weight_bytes = step_params * (1 if "int8" in name else 4)
         floor_ms = weight_bytes / (bw * 1e9) * 1000
@@ -297,7 +254,7 @@ def main() -> None:
         "",
         f"Load before: {load_before}; after: {load_after}." + (f" {args.note}" if args.note else ""),
         "",
-        "| run | runtime | speed | median step | vs transformers | floor (x floor) | peak RSS |",
+        "| run | runtime | speed | median step | vs torch eager | floor (x floor) | peak RSS |",
         "|---|---|---|---|---|---|---|",
         *rows, "",
         f"int8 greedy token agreement with fp32: {agree:.3f} teacher-forced (every step of "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +27,9 @@ from export import DEFAULT_OPSET
 from export import graphs as G
 from export.manifest import (GraphSpec, check_graph_matches_spec, set_output_shapes,
                              write_manifest)
-from export.quantize import convert_fp16, quantize_int8
+from export.fused_attention import fused_attention
+from export.quantize import (PER_STEP_GRAPHS, QUANTIZE_VARIANTS, convert_fp16, quantize_graph,
+                             variant_of_graph)
 from export.validate import validate_graph
 
 
@@ -39,10 +42,13 @@ class ExportedGraph:
 
 
 def export_graph(module: nn.Module, spec: GraphSpec, example: dict[str, np.ndarray],
-                 path: Path, opset: int) -> None:
-    """Trace ``module`` on ``example`` and write ``path``; refuse a result that froze an axis."""
+                 path: Path, opset: int, fused_heads: int | None = None) -> None:
+    """Trace ``module`` on ``example`` and write ``path``; refuse a result that froze an axis.
+    ``fused_heads``: attention as onnxruntime's ``MultiHeadAttention`` with that many heads
+    (export/fused_attention.py)."""
     args = tuple(torch.from_numpy(example[io.name]) for io in spec.inputs)
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), \
+            (fused_attention(opset, fused_heads) if fused_heads else nullcontext()):
         warnings.simplefilter("ignore")  # TracerWarnings on shape checks, the legacy-exporter note
         torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset,
                           input_names=[io.name for io in spec.inputs],
@@ -195,10 +201,10 @@ def export_bundle(model: Any, out_dir: str | Path, *, dtype: str = "fp32",
     """
     if dtype not in ("fp32", "fp16"):
         raise ValueError(f"dtype must be 'fp32' or 'fp16', got {dtype!r}")
-    if quantize not in (None, "int8"):
-        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    if quantize not in (None, *QUANTIZE_VARIANTS):
+        raise ValueError(f"quantize must be None or one of {QUANTIZE_VARIANTS}, got {quantize!r}")
     if dtype == "fp16" and quantize:
-        raise ValueError("choose one variant: --dtype fp16 (CUDA) or --quantize int8 (CPU)")
+        raise ValueError(f"choose one variant: --dtype fp16 (CUDA) or --quantize {quantize} (CPU)")
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ValueError(f"{out_dir} exists and is not empty (pass overwrite / --force)")
@@ -291,7 +297,9 @@ def _export_into(work: Path, model: Any, family: str,
     for g in graphs:
         sizes = dict(EXPORT_SIZES, samples=EXPORT_SIZES["frames"] * codec.hop_length)
         example = random_inputs(g.spec, sizes, int_high.get(g.spec.name, {}))
-        export_graph(g.module, g.spec, example, work / g.spec.file, opset)
+        export_graph(g.module, g.spec, example, work / g.spec.file, opset,
+                     fused_heads=g.module.lm.cfg.num_heads if g.spec.name in PER_STEP_GRAPHS
+                     else None)
         if g.spec.name == "lm_step" and "If" in op_types(work / g.spec.file):
             raise ValueError("lm_step.onnx has an If node: the step graph must be branch-free")
     for g in graphs:
@@ -299,14 +307,14 @@ def _export_into(work: Path, model: Any, family: str,
     log("validating against PyTorch (fp32):")
     _validate_all(work, graphs, "fp32", int_high, log)
 
-    variant = "int8" if quantize else dtype
+    variant = quantize or dtype
     if variant != "fp32":
         log(f"converting to {variant}:")
         for g in graphs:
             path = work / g.spec.file
             tmp = path.with_suffix(".tmp.onnx")
-            if variant == "int8" and g.spec.role != "codec":
-                quantize_int8(path, tmp)
+            if quantize and g.spec.role != "codec":
+                quantize_graph(path, tmp, quantize, g.spec.name)
             elif variant == "fp16":
                 convert_fp16(path, tmp)
             else:
@@ -348,11 +356,12 @@ def _sizes_for(spec: GraphSpec, lm_info: dict[str, Any], hop: int) -> list[dict[
 
 def _validate_variant(work: Path, graphs: list[ExportedGraph], variant: str,
                       int_high: dict[str, dict[str, int]], log: Callable[[str], None]) -> None:
-    """int8 is validated on CPU; fp16 runs where onnxruntime has fp16 kernels for every node
-    (CUDA), and is otherwise checked by onnx.checker only, which is said in the log."""
+    """int8 / int4 are validated on CPU; fp16 runs where onnxruntime has fp16 kernels for every
+    node (CUDA), and is otherwise checked by onnx.checker only, which is said in the log."""
     from export.validate import check_model
     for g in graphs:
-        graph_variant = "fp32" if (variant == "int8" and g.spec.role == "codec") else variant
+        graph_variant = "fp32" if g.spec.role == "codec" and variant != "fp16" else \
+            variant_of_graph(variant, g.spec.name)
         provider = choose_provider() if variant == "fp16" else "cpu"
         try:
             for i, sizes in enumerate(g.sizes[:2]):

@@ -17,8 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
                    help="weights and compute type; fp16 is for the CUDA provider (default fp32)")
-    p.add_argument("--quantize", choices=("int8",), default=None,
-                   help="dynamic int8 quantization of the LM and text graphs, for CPU")
+    # the variants are checked by export_bundle (export/quantize.py), which imports onnx
+    p.add_argument("--quantize", default=None, metavar="int8|int4",
+                   help="for CPU: int8 = block-wise 8-bit MatMulNBits weights in the per-step "
+                        "LM graphs (fp32 output heads); int4 = 4-bit (8-bit heads), int8 compute; "
+                        "dynamic int8 in the text and cross-attention graphs")
     p.add_argument("--triton", metavar="DIR", default=None,
                    help="also write a Triton Inference Server model repository to DIR")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,

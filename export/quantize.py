@@ -1,12 +1,21 @@
-"""Bundle variants: dynamic int8 (onnxruntime's quantizer, for CPU) and fp16 (for CUDA).
+"""Bundle variants: int8 and int4 weights (onnxruntime's quantizers, for CPU) and fp16 (for CUDA).
 
-int8: weights of MatMul/Gather become int8 with per-channel scales, activations are quantized
-on the fly (``quantize_dynamic``); only the transformer graphs (LM, text encoder) are
-quantized, and in them not the LM's output heads (``FP32_NODES``), the codec's convolutions and LSTM stay fp32 (ConvInteger is slower than fp32 conv on
-CPU and the codec is a small share of the time). fp16: onnxruntime's own float16 converter
-(``onnxruntime.transformers.float16``, shipped in the onnxruntime wheel: no extra package),
-with graph inputs/outputs kept fp32 so the runtime's I/O does not change and LayerNorm /
-Softmax kept in fp32 where the converter's block list says so.
+int8 and int4: the graphs that run once per step or pass (``PER_STEP_GRAPHS``) get block-wise
+weights in onnxruntime's ``MatMulNBits`` (``MatMulNBitsQuantizer``; blocks of ``NBITS_BLOCK``
+along the input axis, one fp32 scale each), computed at accuracy level 4: the activations are
+quantized to int8 per block and the dot products run on int8 units (VNNI / AMX on x86).
+int8: 8-bit symmetric weights, fp32 output heads. int4: 4-bit weights with a zero point per
+block (asymmetric agreed better with fp32 than symmetric on the default model, 0.809 vs 0.793),
+8-bit heads. Block-wise 8-bit agreed better with fp32 than dynamic per-channel int8 on the
+default model (bench/RESULTS_onnx.md) at about the same speed. The graphs that run once per
+generation (text encoder, cross-attention K/V) get onnxruntime's dynamic int8 quantization
+(``quantize_int8``: per-channel int8 MatMul/Gather weights, activations quantized on the fly):
+their time does not matter. The codec's convolutions and LSTM stay fp32 (ConvInteger is slower
+than fp32 conv on CPU and the codec is a small share of the time).
+
+fp16: onnxruntime's own float16 converter (``onnxruntime.transformers.float16``, shipped in the
+onnxruntime wheel: no extra package), with graph inputs/outputs kept fp32 so the runtime's I/O
+does not change and LayerNorm / Softmax kept in fp32 where the converter's block list says so.
 """
 from __future__ import annotations
 
@@ -20,6 +29,61 @@ import onnx
 # The LM's output heads (``linears.k``) write the logits every token is sampled from: int8
 # there costs the most agreement for the least time (one MatMul per codebook per step).
 FP32_NODES = ("/linears.",)
+
+# Graphs run per step / per MAGNeT pass: the ones whose weight bytes bound the decode speed.
+PER_STEP_GRAPHS = ("lm_prefill", "lm_step", "lm_full")
+NBITS_BLOCK = 32
+# MatMulNBits accuracy level 4: int8 activations, int8 dot products (VNNI / AMX on x86).
+NBITS_ACCURACY_LEVEL = 4
+# (weight bits, output-head bits or None for fp32) of the per-step graphs, per variant; the
+# heads' precision was chosen with bench/bench_int8_agreement.py on the default model.
+NBITS = {"int8": (8, None), "int4": (4, 8)}
+QUANTIZE_VARIANTS = tuple(NBITS)
+
+
+def variant_of_graph(variant: str, graph: str) -> str:
+    """The weight format the bundle variant ``variant`` gives the graph named ``graph`` (its
+    manifest name): ``variant`` for the per-step graphs, else dynamic int8 (``"int8"``)."""
+    return variant if graph in PER_STEP_GRAPHS else "int8"
+
+
+def quantize_graph(src: Path, dst: Path, variant: str, graph: str) -> None:
+    """Write the ``variant`` (``QUANTIZE_VARIANTS``) of the graph named ``graph`` (its manifest
+    name) from ``src`` to ``dst``."""
+    if variant not in QUANTIZE_VARIANTS:
+        raise ValueError(f"quantize variant must be one of {QUANTIZE_VARIANTS}, got {variant!r}")
+    if graph in PER_STEP_GRAPHS:
+        quantize_nbits(src, dst, *NBITS[variant])
+    else:
+        quantize_int8(src, dst)
+
+
+def quantize_nbits(src: Path, dst: Path, bits: int, head_bits: int | None,
+                   heads: tuple[str, ...] = FP32_NODES) -> None:
+    """Block-wise ``bits``-bit ``MatMulNBits`` weights (4: with zero points, 8: symmetric) for
+    every MatMul with a constant weight of ``src``, into ``dst``; nodes whose name contains one
+    of ``heads`` get ``head_bits`` bits instead, or stay fp32 when ``head_bits`` is None."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    if bits not in (4, 8):
+        raise ValueError(f"bits must be 4 or 8, got {bits!r}")
+    if head_bits not in (None, 4, 8):
+        raise ValueError(f"head_bits must be 4, 8 or None (fp32), got {head_bits!r}")
+    # the quantizer logs one INFO line per node
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    model = onnx.load(str(src))
+    head_nodes = [n.name for n in model.graph.node if any(part in n.name for part in heads)]
+    passes = [(bits, {"nodes_to_exclude": head_nodes if head_bits != bits else []})]
+    if head_bits not in (None, bits) and head_nodes:
+        # every other constant-weight MatMul is a MatMulNBits by now: this pass meets the heads
+        passes.append((head_bits, {"nodes_to_include": head_nodes}))
+    for n_bits, select in passes:
+        quantizer = MatMulNBitsQuantizer(model, bits=n_bits, block_size=NBITS_BLOCK,
+                                         is_symmetric=n_bits == 8,
+                                         accuracy_level=NBITS_ACCURACY_LEVEL, **select)
+        quantizer.process()
+        model = quantizer.model.model
+    onnx.save(model, str(dst))
 
 
 def quantize_int8(src: Path, dst: Path, keep_fp32: tuple[str, ...] = FP32_NODES) -> None:

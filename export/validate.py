@@ -1,7 +1,7 @@
 """Validation built into export: ``onnx.checker``, then each graph run in onnxruntime against the
 PyTorch module on random inputs, with the max error printed and a failure above tolerance.
 
-Tolerances differ by variant: fp32 graphs must match to float rounding; fp16 and int8 graphs are
+Tolerances differ by variant: fp32 graphs must match to float rounding; fp16, int8 and int4 graphs are
 compared by their error relative to the reference's largest magnitude (an absolute bound means
 nothing for logits of arbitrary scale). Integer outputs (codec codes) must agree on at least
 ``min_int_agreement`` of their entries (a latent that lands on a Voronoi boundary may pick the
@@ -33,6 +33,9 @@ TOLERANCES = {
     "fp32": Tolerance(abs=2e-4, rel=1e-4),
     "fp16": Tolerance(abs=5e-2, rel=2e-2),
     "int8": Tolerance(abs=0.25, rel=0.15, min_int_agreement=0.99),
+    # 4-bit error accumulates over depth: at musicgen-small shape (24 layers, random weights)
+    # the deepest layers' present K/V reach 0.25 of their largest value; a broken graph is > 1
+    "int4": Tolerance(abs=0.5, rel=0.4, min_int_agreement=0.99),
 }
 
 
