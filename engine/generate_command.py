@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,11 +17,10 @@ if TYPE_CHECKING:   # numpy and torch load when a command runs, so --help and ba
     import numpy as np
     import torch
 
-from engine.decoding.options import api_params
+from engine.decoding.options import MODES, api_params
 from engine.tempo import (BARS_RANGE, BEATS_PER_BAR_RANGE, SAMPLE_RATE_RANGE, Tempo, check_bpm,
                           check_integer, duration_for)
 
-MODES = ("ar", "magnet", "hybrid")
 SAMPLING_FLAGS = ("mode", "seed", "temperature", "top_k", "top_p", "cfg", "steps")
 MAX_DEFAULT_PROMPT_S = 10.0   # continue's prompt when --prompt-seconds is not given, if the model takes it
 
@@ -92,12 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from engine.models.pretrained import load_model
-    model = load_model(args.model, provider=args.provider)
-    if getattr(model, "is_placeholder", False):
-        print(f"barforge {args.command}: NOTE: model 'default' is an untrained RANDOM "
-              "placeholder; the output is noise", file=sys.stderr)
-    return model
+    from engine.api import load_model
+    return load_model(args.model, provider=args.provider)
 
 
 def _steps(text: str) -> tuple[int, ...]:

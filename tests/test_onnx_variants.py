@@ -4,9 +4,9 @@ import onnx
 import pytest
 import torch
 
-from engine.backends.onnx_backend import load_bundle
-from engine.backends.onnx_manifest import read_manifest
-from engine.models.pretrained import build_debug_model
+from engine.api import load_model
+from engine.loaders.onnx_manifest import read_manifest
+from engine.api import build_debug_model
 from export.bundle import export_bundle
 
 TEXTS = ["lofi drums", "bright synth arpeggio"]
@@ -31,7 +31,7 @@ def test_int8_variant_runs_on_cpu_with_measured_accuracy(musicgen, tmp_path):
     assert (int8_dir / "lm_step.onnx").stat().st_size < (fp32_dir / "lm_step.onnx").stat().st_size
 
     # logit error of one step through each backend, relative to the logits' scale
-    fp32, int8 = load_bundle(fp32_dir, provider="cpu"), load_bundle(int8_dir, provider="cpu")
+    fp32, int8 = load_model(fp32_dir, provider="cpu"), load_model(int8_dir, provider="cpu")
     hidden, mask = fp32.text_encoder.encode(TEXTS)
     from engine.backends.base import ConditionTensors
     cond = ConditionTensors(hidden, mask.float())

@@ -43,6 +43,7 @@ _SAMPLING_TARGETS: dict[str, dict[str, tuple[str, ...]]] = {
                "top_k": ("top_k", "ar_top_k"), "top_p": ("top_p", "ar_top_p"),
                "cfg_coef": ("max_cfg_coef", "ar_cfg_coef")},
 }
+MODES = tuple(_SAMPLING_TARGETS)   # every decoding mode: ar, magnet, hybrid
 _MASKED = ("magnet", "hybrid")
 _WITH_AR = ("ar", "hybrid")
 # keywords that apply to some modes only -> those modes

@@ -101,7 +101,7 @@ def eval_generate(model_path: str, out: Path, prompts: int, seed: int, bars: int
 
     from engine.conditioners.caption import describe
     from engine.data.synth import sample_spec
-    from engine.models.pretrained import load_model
+    from engine.api import load_model
     from engine.tempo import Tempo
 
     model = load_model(model_path)

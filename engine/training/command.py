@@ -196,7 +196,7 @@ def _generation_defaults(text: str | None) -> dict:
 
 
 def _run_package(args: argparse.Namespace) -> int:
-    from engine.models.native_format import NativeCheckpoint, save_native
+    from engine.loaders.native_format import NativeCheckpoint, save_native
     from engine.training.codec import load_trained_codec
     from engine.training.lm import load_trained_lm
 
