@@ -42,7 +42,7 @@ def main() -> None:
     import torch
 
     from engine.loaders.onnx_manifest import read_manifest
-    from engine.data.synth import sample_spec
+    from engine.recipes.data.synth import sample_spec
     from engine.conditioners.caption import describe
     from engine.api import load_model
     from export.quantize import quantize_int8

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.evaluation.metrics import spectral_flatness
+from engine.recipes.evaluation.metrics import spectral_flatness
 from engine.loaders.native_format import CONFIG_NAME, load_native
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "presets" / "default_model"
