@@ -17,6 +17,7 @@ if TYPE_CHECKING:   # numpy and torch load when a command runs, so --help and ba
     import numpy as np
     import torch
 
+from engine.config_dict import MAX_DURATION_S
 from engine.decoding.options import MODES, api_params
 from engine.tempo import (BARS_RANGE, BEATS_PER_BAR_RANGE, SAMPLE_RATE_RANGE, Tempo, check_bpm,
                           check_integer, duration_for)
@@ -161,7 +162,7 @@ def run_generate(args: argparse.Namespace) -> int:
     else:
         if args.bpm is not None:
             raise ValueError("--bpm goes with --bars (use one of --duration or --bars/--bpm)")
-        _in_range("--duration", args.duration, 0.02, 3600)
+        _in_range("--duration", args.duration, 0.02, MAX_DURATION_S)
     if tempo is not None or args.key is not None:
         description = describe(args.prompt, bpm=None if tempo is None else tempo.caption_bpm,
                                key=args.key)
@@ -178,7 +179,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_continue(args: argparse.Namespace) -> int:
-    _in_range("--duration", args.duration, 0.02, 3600)
+    _in_range("--duration", args.duration, 0.02, MAX_DURATION_S)
     if not args.input.is_file():
         raise FileNotFoundError(f"input audio not found: {args.input}")
     import numpy as np

@@ -17,7 +17,7 @@ import torch
 
 from engine.backends.base import ConditionTensors, StepBackend
 from engine.decoding.delay_pattern import DelayPattern
-from engine.decoding.params import ARParams
+from engine.decoding.ar_params import ARParams
 from engine.decoding.progress import ProgressCallback
 from engine.decoding.sampling import SeededGenerator, cfg_mix, sample
 

@@ -4,7 +4,7 @@ The one mapping for every entry point: CLI flags (``--temperature --top-k --top-
 --steps --mode``), preset keys and protocol options (``temperature top_k top_p cfg seed steps
 mode``) become API keywords (``set_generation_params``: ``cfg`` is ``cfg_coef``, ``steps`` is
 ``decoding_steps``), and a MAGNeT-family model maps the shared sampling keywords onto the
-parameter objects of the mode in use (:class:`~engine.decoding.params.ARParams`,
+parameter objects of the mode in use (:class:`~engine.decoding.ar_params.ARParams`,
 :class:`~engine.decoding.magnet_params.MagnetParams`):
 
 =============  ===================  ==================================  ==================

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from engine.decoding.params import ARParams
+from engine.decoding.ar_params import ARParams
 from engine.loaders.lm_checkpoint import load_lm_checkpoint
 from engine.loaders.parts import ModelParts
 

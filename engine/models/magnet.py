@@ -21,7 +21,7 @@ from engine.decoding.hybrid import default_prefix_seconds, generate_hybrid
 from engine.decoding.magnet import DEFAULT_ATTN_BAND, ARRescorer, generate_magnet_windows
 from engine.decoding.magnet_params import MagnetParams
 from engine.decoding.options import magnet_keywords
-from engine.decoding.params import ARParams
+from engine.decoding.ar_params import ARParams
 from engine.decoding.progress import Progress, ProgressCallback
 from engine.models.musicgen import MusicGen, TextEncoder
 from engine.tempo import Tempo

@@ -22,7 +22,7 @@ from engine.conditioners.text import TextEncoder
 from engine.decoding.ar import generate_ar
 from engine.decoding.delay_pattern import DelayPattern
 from engine.decoding.options import refuse_inapplicable
-from engine.decoding.params import ARParams
+from engine.decoding.ar_params import ARParams
 from engine.decoding.progress import Progress, ProgressCallback
 from engine.tempo import Tempo
 
