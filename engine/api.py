@@ -85,4 +85,6 @@ def build_debug_model() -> MusicGen:
 def debug_magnet(seed: int = DEBUG_SEED) -> MAGNeT:
     """A tiny random MAGNeT (non-causal LM, 10-s segment) shipping a tiny AR LM: every mode
     runs in seconds. Seeded, so two calls give the same weights."""
-    return assemble(debug_magnet_parts(seed), MusicGen, MAGNeT)
+    model = assemble(debug_magnet_parts(seed), MusicGen, MAGNeT)
+    assert isinstance(model, MAGNeT)   # the parts' family is magnet
+    return model

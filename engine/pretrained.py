@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.loaders.debug_parts import debug_magnet_parts, debug_parts
 from engine.loaders.native_format import is_native_dir, native_parts
 from engine.loaders.parts import ModelParts
 from engine.models.magnet import MAGNeT
 from engine.models.musicgen import MusicGen
+
+AnyMusicGen = TypeVar("AnyMusicGen", bound=MusicGen)
+AnyMAGNeT = TypeVar("AnyMAGNeT", bound=MAGNeT)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "presets" / "default_model"
 EXPECTED = ("'debug', 'debug-magnet', 'default', or a directory holding barforge.json (barforge native), "
@@ -67,9 +70,10 @@ def load_parts(name_or_path: str | os.PathLike, provider: str | None = None) -> 
     raise ValueError(f"{path} is not a model folder; expected {EXPECTED}")
 
 
-def assemble(parts: ModelParts, musicgen: type[MusicGen] = MusicGen,
-             magnet: type[MAGNeT] = MAGNeT) -> MusicGen:
+def assemble(parts: ModelParts, musicgen: type[AnyMusicGen],
+             magnet: type[AnyMAGNeT]) -> AnyMusicGen | AnyMAGNeT:
     """The model of ``parts``: an instance of ``musicgen`` or ``magnet`` by the parts' family."""
+    model: AnyMusicGen | AnyMAGNeT
     if parts.family == "musicgen":
         model = musicgen(parts.name, parts.codec, parts.lm, parts.text_encoder,
                          max_duration=parts.max_duration, backend=parts.backend,

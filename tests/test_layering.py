@@ -155,6 +155,36 @@ def recipe_imports_against_the_stages(graph: dict[str, set[str]]) -> dict[str, l
     return bad
 
 
+# runtime room -> the rooms above it that it must never import: a loader hands over parts and
+# never builds a model class; a model never loads (engine/pretrained.py assembles, api.py exposes)
+# (the backends and loaders run and fill the networks of models/encodec.py and models/lm.py;
+# the model classes musicgen.py and magnet.py are above them)
+MODEL_CLASSES = ("engine.models.musicgen", "engine.models.magnet")
+ROOMS_ABOVE = {
+    "engine.loaders": (*MODEL_CLASSES, "engine.pretrained", "engine.api"),
+    "engine.models": ("engine.loaders", "engine.pretrained", "engine.api"),
+    "engine.decoding": (*MODEL_CLASSES, "engine.loaders", "engine.pretrained", "engine.api"),
+    "engine.backends": (*MODEL_CLASSES, "engine.loaders", "engine.pretrained", "engine.api"),
+}
+
+
+def upward_imports(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Modules of a room in ``ROOMS_ABOVE`` that import a room above it."""
+    bad = {}
+    for m, targets in graph.items():
+        for room, above in ROOMS_ABOVE.items():
+            if _in(m, room):
+                up = sorted(t for t in targets if any(_in(t, a) for a in above))
+                if up:
+                    bad[m] = up
+    return bad
+
+
+def test_runtime_rooms_import_downward() -> None:
+    bad = upward_imports(import_graph(ROOT))
+    assert not bad, f"runtime modules importing a room above theirs: {bad}"
+
+
 def test_no_import_cycles_inside_engine() -> None:
     cycles = import_cycles(import_graph(ROOT))
     assert not cycles, f"modules of engine/ that import each other (lazy imports count): {cycles}"
@@ -210,3 +240,13 @@ def test_recipe_checks_see_their_violations(tmp_path: Path) -> None:
     assert runtime_to_recipe_imports(graph) == {"engine.commands": ["engine.recipes.training.command"]}
     assert recipe_imports_against_the_stages(graph) == {
         "engine.recipes.data.synth": ["engine.recipes.evaluation.metrics"]}
+
+
+def test_room_check_sees_a_model_that_loads(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {
+        "engine/__init__.py": "",
+        "engine/pretrained.py": "",
+        "engine/models/__init__.py": "",
+        "engine/models/musicgen.py": "def load():\n    from engine.pretrained import x\n",
+    })
+    assert upward_imports(import_graph(root)) == {"engine.models.musicgen": ["engine.pretrained"]}
