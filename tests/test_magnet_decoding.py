@@ -15,7 +15,7 @@ from engine.decoding.magnet import ARRescorer, generate_magnet, segment_frames
 from engine.decoding.magnet_params import MagnetParams
 from engine.decoding.masking import mask_probability, num_masked
 from engine.models.lm import LMConfig, LMModel
-from engine.models.magnet import MAGNeT
+from engine import MAGNeT
 from engine.modules.transformer import MultiheadAttention
 from engine.tempo import Tempo
 
@@ -408,7 +408,7 @@ def test_audiocraft_magnet_checkpoint_loads_and_generates(tmp_path, monkeypatch)
 
 def _musicgen_beside(magnet: MAGNeT):
     """A MusicGen (causal LM) sharing ``magnet``'s codec and text encoder."""
-    from engine.models.musicgen import MusicGen
+    from engine import MusicGen
 
     torch.manual_seed(14)
     lm = LMModel(replace(magnet.lm.cfg, causal=True)).eval()
