@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 from pythonosc.osc_message import OscMessage
 
 from engine.api import debug_magnet
+from engine.decoding.options import MODES
 from engine.models.magnet import MAGNeT
 from engine.tempo import (BARS_RANGE, BEATS_PER_BAR_RANGE, BPM_RANGE, SAMPLE_RATE_RANGE, Tempo,
                           codec_frames_for, duration_for, seconds_for_frames)
 
-MODES = ("ar", "magnet", "hybrid")
 FAST = {"magnet": {"decoding_steps": (1, 1, 1, 1)}, "hybrid": {"decoding_steps": (1, 1, 1, 1)},
         "ar": {}}
 MODEL_RUNS = settings(max_examples=6, deadline=None, derandomize=True,

@@ -10,13 +10,13 @@ import torch
 
 from engine import MusicGen, load_model
 from engine import generate_command
+from engine.api import build_debug_model
 from engine.conditioners.chroma import ChromaExtractor
 from engine.conditioners.text import debug_text_encoder
+from engine.loaders.native_format import (checkpoint_from_modules, load_native, read_native_meta,
+                                          save_native)
 from engine.models.encodec import EncodecModel, InterleavedStereoCodec, debug_codec_config
 from engine.models.lm import LMConfig, LMModel
-from engine.loaders.native_format import (checkpoint_from_modules, load_native, read_native_meta,
-                                         save_native)
-from engine.api import build_debug_model
 
 
 @pytest.fixture(scope="module")

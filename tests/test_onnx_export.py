@@ -8,10 +8,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from engine.api import load_model
+from engine.api import build_debug_model, load_model
 from engine.loaders.onnx_bundle import open_bundle
 from engine.loaders.onnx_manifest import read_manifest
-from engine.api import build_debug_model
 from export.bundle import export_bundle, op_types
 
 TEXTS = ["lofi drums", "bright synth arpeggio"]

@@ -4,9 +4,8 @@ import onnx
 import pytest
 import torch
 
-from engine.api import load_model
+from engine.api import build_debug_model, load_model
 from engine.loaders.onnx_manifest import read_manifest
-from engine.api import build_debug_model
 from export.bundle import export_bundle
 
 TEXTS = ["lofi drums", "bright synth arpeggio"]

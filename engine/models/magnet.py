@@ -3,11 +3,11 @@
 Modes (``set_generation_params(mode=...)``): ``"magnet"`` (engine/decoding/magnet.py on the
 non-causal LM), ``"hybrid"`` (an AR prefix by the AR LM, then MAGNeT; engine/decoding/hybrid.py)
 and ``"ar"`` (the AR LM alone, exactly as MusicGen decodes). The last two need an AR LM: the
-checkpoint's own (``ar_lm``) or one given to ``get_pretrained(path, ar_model=...)``; it must use
-the same codec and text encoder. Every mode renders any length: past one segment the masked
-modes decode overlapping windows (engine/decoding/magnet.py ``generate_magnet_windows``), the
-AR LM its own windows. Everything else (text conditioning, continuation, audio decoding,
-progress, cancellation) is MusicGen's.
+checkpoint's own (``ar_lm``) or one given to ``engine.MAGNeT.get_pretrained(path,
+ar_model=...)`` (engine/api.py); it must use the same codec and text encoder. Every mode
+renders any length: past one segment the masked modes decode overlapping windows
+(engine/decoding/magnet.py ``generate_magnet_windows``), the AR LM its own windows. Everything
+else (text conditioning, continuation, audio decoding, progress, cancellation) is MusicGen's.
 """
 from __future__ import annotations
 

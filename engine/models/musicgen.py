@@ -3,7 +3,8 @@
 ``generate`` / ``generate_continuation`` / ``generate_with_chroma`` / ``generate_unconditional``
 take and return what audiocraft's do (audio [B, C, N] at ``sample_rate``; codes [B, K, T] with
 ``return_tokens``); decoding is the AR loop of engine/decoding/ar.py on a ``StepBackend``
-(``TorchBackend`` over ``lm`` unless another backend is given).
+(``TorchBackend`` over ``lm`` unless another backend is given). Loading by name
+(``MusicGen.get_pretrained``) is engine/api.py's, the class callers import from ``engine``.
 """
 from __future__ import annotations
 
