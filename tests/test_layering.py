@@ -203,19 +203,19 @@ def test_the_recipes_import_one_way() -> None:
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
+    """``files`` (path -> source) under ``root``, each folder a package (an empty __init__.py)."""
     for name, text in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+        for folder in path.relative_to(root).parents[:-1]:
+            (root / folder / "__init__.py").touch()
     return root
 
 
 def test_cycle_check_sees_a_lazy_circle(tmp_path: Path) -> None:
     root = _tree(tmp_path, {
-        "engine/__init__.py": "",
-        "engine/models/__init__.py": "",
         "engine/models/a.py": "from engine.loaders import b\n",
-        "engine/loaders/__init__.py": "",
         "engine/loaders/b.py": "def f():\n    from engine.models.a import x\n    return x\n",
         "engine/loaders/c.py": "from . import b\n",
     })
@@ -226,14 +226,9 @@ def test_cycle_check_sees_a_lazy_circle(tmp_path: Path) -> None:
 
 def test_recipe_checks_see_their_violations(tmp_path: Path) -> None:
     root = _tree(tmp_path, {
-        "engine/__init__.py": "",
         "engine/commands.py": "from engine.recipes.training import command\n",
-        "engine/recipes/__init__.py": "",
-        "engine/recipes/data/__init__.py": "",
         "engine/recipes/data/synth.py": "def f():\n    import engine.recipes.evaluation.metrics\n",
-        "engine/recipes/training/__init__.py": "",
         "engine/recipes/training/command.py": "from engine.recipes.data import synth\n",
-        "engine/recipes/evaluation/__init__.py": "",
         "engine/recipes/evaluation/metrics.py": "from engine.recipes.training import command\n",
     })
     graph = import_graph(root)
@@ -244,9 +239,7 @@ def test_recipe_checks_see_their_violations(tmp_path: Path) -> None:
 
 def test_room_check_sees_a_model_that_loads(tmp_path: Path) -> None:
     root = _tree(tmp_path, {
-        "engine/__init__.py": "",
         "engine/pretrained.py": "",
-        "engine/models/__init__.py": "",
         "engine/models/musicgen.py": "def load():\n    from engine.pretrained import x\n",
     })
     assert upward_imports(import_graph(root)) == {"engine.models.musicgen": ["engine.pretrained"]}
