@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._common import append_results  # noqa: E402
 from engine.backends.base import ConditionTensors  # noqa: E402
-from engine.models.musicgen import MusicGen  # noqa: E402
+from engine import MusicGen  # noqa: E402
 
 FRAME_RATE = 50  # 32 kHz / (8 * 5 * 4 * 4)
 CFG_COEF = 3.0

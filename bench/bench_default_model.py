@@ -40,7 +40,7 @@ def run_one(model: str, provider: str, threads: int, reps: int) -> dict:
     import torch
     torch.set_num_threads(threads)
     from engine.inference_kernels import use_native_cpu_kernels
-    from engine.models.pretrained import load_model
+    from engine.api import load_model
     from engine.tempo import Tempo
 
     if provider == "torch":

@@ -44,10 +44,10 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from engine.backends.onnx_manifest import read_manifest
-    from engine.data.synth import sample_spec
+    from engine.loaders.onnx_manifest import read_manifest
+    from engine.recipes.data.synth import sample_spec
     from engine.conditioners.caption import describe
-    from engine.models.pretrained import load_model
+    from engine.api import load_model
     from export.quantize import quantize_int8, quantize_nbits
 
     if not (Path(args.bundle) / "manifest.json").is_file():

@@ -36,7 +36,7 @@ from engine.decoding.ar import generate_ar  # noqa: E402
 from engine.decoding.hybrid import generate_hybrid  # noqa: E402
 from engine.decoding.magnet import DEFAULT_ATTN_BAND, generate_magnet, segment_frames  # noqa: E402
 from engine.decoding.magnet_params import MagnetParams  # noqa: E402
-from engine.decoding.params import ARParams  # noqa: E402
+from engine.decoding.ar_params import ARParams  # noqa: E402
 from engine.models.lm import LMConfig, LMModel  # noqa: E402
 
 FRAME_RATE = 50

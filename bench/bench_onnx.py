@@ -124,18 +124,18 @@ def torch_ar(small: bool, seconds: float) -> dict:
 
 
 def onnx_ar(bundle: str, seconds: float) -> dict:
-    from engine.backends.onnx_backend import load_bundle
-    return _timed_generate(load_bundle(bundle, provider="cpu"), seconds)
+    from engine.api import load_model
+    return _timed_generate(load_model(bundle, provider="cpu"), seconds)
 
 
 def int8_agreement(fp32: str, int8: str, codes: np.ndarray) -> float:
     """Teacher-forced greedy agreement: argmax of int8 vs fp32 at every step of fp32's sequence."""
     from engine.backends.base import ConditionTensors
-    from engine.backends.onnx_backend import load_bundle
+    from engine.api import load_model
     from engine.decoding.delay_pattern import DelayPattern
     argmax = []
     for path in (fp32, int8):
-        m = load_bundle(path, provider="cpu")
+        m = load_model(path, provider="cpu")
         hidden, mask = m.text_encoder.encode(TEXT)
         cond = ConditionTensors(torch.cat([hidden, 0 * hidden]), torch.cat([mask, 0 * mask]).float())
         seq = DelayPattern.for_codebooks(m.backend.n_q).build(torch.from_numpy(codes), m.backend.special_token_id)
@@ -151,8 +151,8 @@ def magnet_run(small: bool, bundle: str | None, seconds: float, steps: tuple) ->
     if bundle is None:
         model = build_musicgen(small, magnet=True)
     else:
-        from engine.backends.onnx_backend import load_bundle
-        model = load_bundle(bundle, provider="cpu")
+        from engine.api import load_model
+        model = load_model(bundle, provider="cpu")
     passes = []
     model.set_generation_params(duration=seconds, use_sampling=False, decoding_steps=steps)
     t = time.perf_counter()
@@ -165,7 +165,7 @@ def codec_rtf(small: bool, bundle: str | None, seconds: float) -> dict:
     if bundle is None:
         codec = build_musicgen(small).compression_model
     else:
-        from engine.backends.onnx_backend import open_bundle
+        from engine.loaders.onnx_bundle import open_bundle
         codec = open_bundle(bundle, provider="cpu").codec
     frames = int(seconds * codec.frame_rate)
     codes = torch.randint(0, codec.cardinality, (1, codec.num_codebooks, frames))

@@ -212,8 +212,10 @@ def load_variant(name: str, small: bool, seconds: float, workdir: Path, threads:
         return build_hf(cfg)
     if name == TORCH:
         return build_ours(cfg, build_hf(cfg), seconds)
-    from engine.backends.onnx_backend import load_bundle
-    return load_bundle(workdir / name, provider="cpu", threads=threads)
+    from engine.api import MAGNeT, MusicGen
+    from engine.loaders.onnx_bundle import open_bundle
+    from engine.pretrained import assemble
+    return assemble(open_bundle(workdir / name, provider="cpu", threads=threads), MusicGen, MAGNeT)
 
 
 def measure_once(model: Any, name: str, seconds: float, cond: Any, steps: int) -> list[float]:

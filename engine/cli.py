@@ -1,8 +1,10 @@
 """The barforge command line: text-to-loop generation, export, the OSC bridge and the reference host.
 
-Subcommands that belong to other layers (``serve`` in bridge/, ``host`` in plugin_host/,
-``export`` in export/) register through the ``barforge.commands`` entry-point group, each a
-function ``register(subparsers)``, so engine/ never imports the layers above it.
+engine's runtime registers ``generate`` and ``continue`` (engine/generate_command.py). Every other
+subcommand registers through the ``barforge.commands`` entry-point group (pyproject.toml), each
+a function ``register(subparsers)``: ``serve`` in bridge/, ``host`` in plugin_host/, ``export``
+in export/, and the training recipes' ``data``, ``train`` and ``eval`` (engine/recipes/), so
+the runtime never imports the layers above it nor the recipes.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import re  # noqa: E402
 import sys  # noqa: E402
 from importlib.metadata import entry_points  # noqa: E402
 
-from engine import commands as engine_commands  # noqa: E402
+from engine import generate_command  # noqa: E402
 
 # Packages of the training / evaluation recipes, installed by the ``recipes`` extra only.
 RECIPE_PACKAGES = {"scipy", "music21"}
@@ -34,11 +36,11 @@ class PlainTextParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full parser: engine's own subcommands plus every registered plugin. Registering a
+    """The full parser: the runtime's own subcommands plus every registered one. Registering a
     subcommand imports only its argument definitions; its work's modules load when it runs."""
     parser = PlainTextParser(prog="barforge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    engine_commands.register(sub)
+    generate_command.register(sub)
     for ep in sorted(entry_points(group="barforge.commands"), key=lambda e: e.name):
         ep.load()(sub)
     return parser

@@ -12,6 +12,10 @@ from typing import Any, Mapping, TypeVar
 
 T = TypeVar("T")
 
+# the bounds every mode's generation parameters are checked against
+MAX_DURATION_S = 3600.0
+MAX_SEED = 2**63 - 1
+
 
 def dataclass_from_dict(cls: type[T], data: Mapping[str, Any], what: str | None = None) -> T:
     """``cls(**data)``; ValueError naming every key that is not a field of ``cls``.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,11 +17,11 @@ if TYPE_CHECKING:   # numpy and torch load when a command runs, so --help and ba
     import numpy as np
     import torch
 
-from engine.decoding.options import api_params
+from engine.config_dict import MAX_DURATION_S
+from engine.decoding.options import MODES, api_params
 from engine.tempo import (BARS_RANGE, BEATS_PER_BAR_RANGE, SAMPLE_RATE_RANGE, Tempo, check_bpm,
                           check_integer, duration_for)
 
-MODES = ("ar", "magnet", "hybrid")
 SAMPLING_FLAGS = ("mode", "seed", "temperature", "top_k", "top_p", "cfg", "steps")
 MAX_DEFAULT_PROMPT_S = 10.0   # continue's prompt when --prompt-seconds is not given, if the model takes it
 
@@ -92,12 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from engine.models.pretrained import load_model
-    model = load_model(args.model, provider=args.provider)
-    if getattr(model, "is_placeholder", False):
-        print(f"barforge {args.command}: NOTE: model 'default' is an untrained RANDOM "
-              "placeholder; the output is noise", file=sys.stderr)
-    return model
+    from engine.api import load_model
+    return load_model(args.model, provider=args.provider)
 
 
 def _steps(text: str) -> tuple[int, ...]:
@@ -167,7 +162,7 @@ def run_generate(args: argparse.Namespace) -> int:
     else:
         if args.bpm is not None:
             raise ValueError("--bpm goes with --bars (use one of --duration or --bars/--bpm)")
-        _in_range("--duration", args.duration, 0.02, 3600)
+        _in_range("--duration", args.duration, 0.02, MAX_DURATION_S)
     if tempo is not None or args.key is not None:
         description = describe(args.prompt, bpm=None if tempo is None else tempo.caption_bpm,
                                key=args.key)
@@ -184,7 +179,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_continue(args: argparse.Namespace) -> int:
-    _in_range("--duration", args.duration, 0.02, 3600)
+    _in_range("--duration", args.duration, 0.02, MAX_DURATION_S)
     if not args.input.is_file():
         raise FileNotFoundError(f"input audio not found: {args.input}")
     import numpy as np

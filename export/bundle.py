@@ -21,7 +21,7 @@ import onnx
 import torch
 from torch import nn
 
-from engine.backends.onnx_backend import choose_provider
+from engine.backends.onnx_runtime import choose_provider
 from engine.models.lm import LMModel
 from export import DEFAULT_OPSET
 from export import graphs as G

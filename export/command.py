@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.models.pretrained import load_model
+    from engine.api import load_model
     from export.bundle import export_bundle
 
     model = load_model(args.model)

@@ -1,7 +1,7 @@
 """The bundle's ``manifest.json``: graph I/O specs, model numbers, file checksums.
 
 Writing lives here; the format's name, version, file name and checksum, and reading and
-verifying (a missing file or a wrong sha256 is refused) live in ``engine.backends.onnx_manifest``
+verifying (a missing file or a wrong sha256 is refused) live in ``engine.loaders.onnx_manifest``
 because the runtime needs them and engine never imports export. This module only imports them,
 so nothing about the format is defined twice; ``read_manifest`` is re-exported for export code.
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import onnx
 
-from engine.backends.onnx_manifest import (  # noqa: F401  (read_manifest re-exported)
+from engine.loaders.onnx_manifest import (  # noqa: F401  (read_manifest re-exported)
     FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, check_header, read_manifest, sha256_file)
 
 ONNX_DTYPES = {

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import torch
 
-from engine.backends.onnx_backend import make_session
+from engine.backends.onnx_runtime import make_session
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,14 @@ DPF_PLAYER_DIR = Path(__file__).resolve().parent.parent / "plugin_host" / "dpf"
 @pytest.fixture(scope="session")
 def default_model():
     """The embedded default model (PyTorch), loaded once for the session."""
-    from engine.models.pretrained import load_model
+    from engine.api import load_model
     return load_model("default")
 
 
 @pytest.fixture(scope="session")
 def default_bundle(default_model, tmp_path_factory):
     """An ONNX bundle of the default model, exported once for the session (CPU provider)."""
-    from engine.models.pretrained import load_model
+    from engine.api import load_model
     from export.bundle import export_bundle
     out = tmp_path_factory.mktemp("default_bundle") / "bundle"
     export_bundle(default_model, out, log=lambda s: None)

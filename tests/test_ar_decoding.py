@@ -9,7 +9,7 @@ from engine.backends.base import ConditionTensors
 from engine.backends.torch_backend import TorchBackend
 from engine.decoding.ar import generate_ar, plan_windows
 from engine.decoding.delay_pattern import DelayPattern
-from engine.decoding.params import ARParams
+from engine.decoding.ar_params import ARParams
 from engine.decoding.sampling import cfg_mix, sample
 from engine.models.lm import LMModel, debug_lm_config
 

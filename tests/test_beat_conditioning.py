@@ -114,7 +114,7 @@ def test_onnx_bundle_of_a_beat_and_key_conditioned_model_matches_torch(mode, bea
 
 @pytest.fixture(scope="module")
 def beat_bundle(tmp_path_factory):
-    from engine.backends.onnx_backend import load_bundle
+    from engine.api import load_model
     from engine.models.magnet import MAGNeT
     from export.bundle import export_bundle
 
@@ -124,7 +124,7 @@ def beat_bundle(tmp_path_factory):
                    max_duration=4.0, ar_lm=_lm())
     out = tmp_path_factory.mktemp("beat") / "bundle"
     export_bundle(model, out, log=lambda s: None)
-    return model, load_bundle(out, provider="cpu")
+    return model, load_model(out, provider="cpu")
 
 
 def test_the_bridge_gives_the_model_the_session_tempo_and_the_prompts_beat():

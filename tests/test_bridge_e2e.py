@@ -18,7 +18,7 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from engine.tempo import frames_for_bars
 
-pytest.importorskip("engine.models.pretrained", reason="engine.load_model is not available")
+pytest.importorskip("engine.api", reason="engine.load_model is not available")
 from plugin_host.shm import HostSegment  # noqa: E402
 
 from bridge_server import free_port, spawn_server, terminate_server  # noqa: E402

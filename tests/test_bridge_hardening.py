@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from pythonosc.osc_message import OscMessage
 
-pytest.importorskip("engine.models.pretrained", reason="engine.load_model is not available")
 from plugin_host.shm import HostSegment  # noqa: E402
 
 from bridge.server import RECEIVE_BUFFER_BYTES, OSCServer  # noqa: E402

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.data.corpus import loop_samples, synth_corpus
-from engine.data.synth import (STYLES, TICKS_PER_BEAT, caption_for, compose, midi_length_ticks,
-                               repeat_midi, sample_spec)
+from engine.recipes.data.corpus import loop_samples, synth_corpus
+from engine.recipes.data.styles import STYLES, TICKS_PER_BEAT, caption_for
+from engine.recipes.data.synth import compose, midi_length_ticks, repeat_midi, sample_spec
 
 needs_fluidsynth = pytest.mark.skipif(shutil.which("fluidsynth") is None,
                                       reason="fluidsynth not installed (.ci/apt-packages-data.txt)")

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 OWN = ({p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()} | {"bench", "tests"}
        | {p.stem for d in ("tests", "bench") for p in (ROOT / d).glob("*.py")})
-RECIPES = ("engine/data", "engine/training", "engine/evaluation")
+RECIPES = ("engine/recipes",)
 
 
 def _norm(name: str) -> str:

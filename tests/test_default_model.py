@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.evaluation.metrics import spectral_flatness
-from engine.models.native_format import CONFIG_NAME, load_native
+from engine.recipes.evaluation.metrics import spectral_flatness
+from engine.loaders.native_format import CONFIG_NAME, load_native
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "presets" / "default_model"
 MAX_BYTES = 80 * 1024 * 1024
@@ -31,7 +31,7 @@ def no_network(monkeypatch):
 
 @pytest.fixture(scope="module")
 def model():
-    from engine.models.pretrained import load_model
+    from engine.api import load_model
     mp = pytest.MonkeyPatch()
     mp.setattr(socket.socket, "connect", _refuse)
     mp.setattr(socket, "create_connection", _refuse)
@@ -54,7 +54,7 @@ def test_shipped_folder_is_complete_and_small():
 
 
 def test_default_model_is_the_trained_one(model):
-    assert not getattr(model, "is_placeholder", True)
+    assert model.name == "default"
     assert set(model.supported_modes) >= {"magnet", "hybrid", "ar"}
 
 

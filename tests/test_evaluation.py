@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.evaluation import metrics as M
-from engine.evaluation.suites import spectrogram_png
+from engine.recipes.evaluation import metrics as M
+from engine.recipes.evaluation.suites import spectrogram_png
 
 SR = 32000
 

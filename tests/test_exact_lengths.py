@@ -21,11 +21,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pythonosc.osc_message import OscMessage
 
-from engine.models.magnet import MAGNeT, debug_magnet
+from engine.api import debug_magnet
+from engine.decoding.options import MODES
+from engine.models.magnet import MAGNeT
 from engine.tempo import (BARS_RANGE, BEATS_PER_BAR_RANGE, BPM_RANGE, SAMPLE_RATE_RANGE, Tempo,
                           codec_frames_for, duration_for, seconds_for_frames)
 
-MODES = ("ar", "magnet", "hybrid")
 FAST = {"magnet": {"decoding_steps": (1, 1, 1, 1)}, "hybrid": {"decoding_steps": (1, 1, 1, 1)},
         "ar": {}}
 MODEL_RUNS = settings(max_examples=6, deadline=None, derandomize=True,
@@ -162,8 +163,8 @@ def test_default_model_and_its_bundle_cover_the_clip(request, which, mode, ask):
 def magnet_debug_dir(magnet_debug, tmp_path_factory):
     """The debug MAGNeT as a native checkpoint folder the CLI loads (one decoding step per
     codebook by default, so runs are quick)."""
-    from engine.models.native_format import checkpoint_from_modules, save_native
-    from engine.models.pretrained import DEBUG_TEXT
+    from engine.loaders.native_format import checkpoint_from_modules, save_native
+    from engine.loaders.debug_parts import DEBUG_TEXT
     m = magnet_debug
     out = tmp_path_factory.mktemp("magnet_debug")
     save_native(out, checkpoint_from_modules(

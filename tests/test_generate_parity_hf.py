@@ -10,7 +10,7 @@ transformers = pytest.importorskip("transformers")
 from tokenizers import Tokenizer, models, pre_tokenizers, processors  # noqa: E402
 
 from engine.models.encodec import InterleavedStereoCodec  # noqa: E402
-from engine.models.musicgen import MusicGen  # noqa: E402
+from engine import MusicGen  # noqa: E402
 
 CARD = 64
 WORDS = ["<pad>", "</s>", "<unk>", "lofi", "drums", "jazz", "piano", "calm", "bpm:", "93.7"]

@@ -8,12 +8,9 @@ import torch
 from bridge.generation import generate_audio, resolve_settings
 from bridge.osc_protocol import Options
 from bridge.presets import Preset, load_presets
-from engine.decoding.options import api_params, magnet_keywords
-from engine.models.magnet import debug_magnet
-from engine.models.pretrained import build_debug_model
+from engine.api import build_debug_model, debug_magnet
+from engine.decoding.options import MODES, api_params, magnet_keywords
 from engine.tempo import Tempo
-
-MODES = ("ar", "magnet", "hybrid")
 
 
 @pytest.fixture(scope="module")

@@ -53,9 +53,9 @@ def test_bad_istft_configs_are_refused():
 
 
 def test_istft_codec_decoder_exports_to_onnx_and_matches_pytorch(tmp_path):
-    from engine.backends.onnx_backend import open_bundle
+    from engine.loaders.onnx_bundle import open_bundle
     from engine.models.musicgen import MusicGen
-    from engine.models.pretrained import build_debug_model
+    from engine.api import build_debug_model
     from export.bundle import export_bundle
     debug = build_debug_model()
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ from engine.conditioners.text import debug_text_encoder
 from engine.models.encodec import EncodecModel, debug_codec_config
 from engine.models.lm import LMConfig, LMModel, debug_lm_config
 from engine.models.musicgen import MusicGen
-from engine.training.lm import LMTask, _init_weights
+from engine.recipes.training.lm import LMTask, _init_weights
 
 CFG = dataclasses.replace(debug_lm_config(), key_classes=KEY_CLASSES)
 
@@ -76,7 +76,7 @@ def test_the_key_changes_the_logits_and_null_rows_have_none():
 
 
 def test_training_learns_the_key_and_a_warm_start_keeps_the_old_model(tmp_path):
-    from engine.training.common import Dist
+    from engine.recipes.training.common import Dist
 
     class Batches:           # a fixed batch: codes, text, mask, beat (none), key
         def sample(self, batch):

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.decoding.magnet import generate_magnet
-from engine.models.magnet import MAGNeT
+from engine import MAGNeT
 from test_magnet_decoding import _tiny_t5_dir, _write_audiocraft_magnet
 
 PROMPT_FRAMES = 26   # 8 whole spans of 3 and 2 frames of the 9th

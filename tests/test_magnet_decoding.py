@@ -15,7 +15,7 @@ from engine.decoding.magnet import ARRescorer, generate_magnet, segment_frames
 from engine.decoding.magnet_params import MagnetParams
 from engine.decoding.masking import mask_probability, num_masked
 from engine.models.lm import LMConfig, LMModel
-from engine.models.magnet import MAGNeT
+from engine import MAGNeT
 from engine.modules.transformer import MultiheadAttention
 from engine.tempo import Tempo
 
@@ -408,7 +408,7 @@ def test_audiocraft_magnet_checkpoint_loads_and_generates(tmp_path, monkeypatch)
 
 def _musicgen_beside(magnet: MAGNeT):
     """A MusicGen (causal LM) sharing ``magnet``'s codec and text encoder."""
-    from engine.models.musicgen import MusicGen
+    from engine import MusicGen
 
     torch.manual_seed(14)
     lm = LMModel(replace(magnet.lm.cfg, causal=True)).eval()
@@ -416,7 +416,7 @@ def _musicgen_beside(magnet: MAGNeT):
 
 
 def test_masked_modes_render_past_one_segment_in_overlapping_windows():
-    from engine.models.magnet import debug_magnet
+    from engine.api import debug_magnet
     model = debug_magnet()                         # 10-s segment = 500 frames, windows step 6 s
     seen = []
     model.set_generation_params(duration=12.0, mode="magnet", decoding_steps=(2, 1, 1, 1), seed=4)
@@ -442,7 +442,7 @@ def test_masked_modes_render_past_one_segment_in_overlapping_windows():
 
 
 def test_hybrid_clip_shorter_than_the_default_prefix_takes_half_of_it_autoregressively():
-    from engine.models.magnet import debug_magnet
+    from engine.api import debug_magnet
     model = debug_magnet()
     model.set_generation_params(duration=1.0, mode="hybrid", seed=0)  # default prefix 1.5 s
     assert model.hybrid_prefix_frames(None) == 25  # 0.5 s at 50 Hz

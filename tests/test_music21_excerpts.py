@@ -3,9 +3,10 @@ transposition, whole bars from a bar line; the key label moves with them; shares
 import mido
 import pytest
 
-from engine.data.corpus import synth_corpus
-from engine.data.music21_excerpts import _excerpt, _key_and_chords, load_chorale
-from engine.data.synth import CHANNELS, TICKS_PER_BEAT, compose, sample_spec
+from engine.recipes.data.corpus import synth_corpus
+from engine.recipes.data.music21_excerpts import _excerpt, _key_and_chords, load_chorale
+from engine.recipes.data.styles import CHANNELS, TICKS_PER_BEAT
+from engine.recipes.data.synth import compose, sample_spec
 
 music21 = pytest.importorskip("music21")
 

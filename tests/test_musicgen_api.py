@@ -10,13 +10,13 @@ import torch
 
 from engine import MusicGen, load_model
 from engine import generate_command
+from engine.api import build_debug_model
 from engine.conditioners.chroma import ChromaExtractor
 from engine.conditioners.text import debug_text_encoder
+from engine.loaders.native_format import (checkpoint_from_modules, load_native, read_native_meta,
+                                          save_native)
 from engine.models.encodec import EncodecModel, InterleavedStereoCodec, debug_codec_config
 from engine.models.lm import LMConfig, LMModel
-from engine.models.native_format import (checkpoint_from_modules, load_native, read_native_meta,
-                                         save_native)
-from engine.models.pretrained import build_debug_model
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,8 @@ def test_native_format_round_trip(tmp_path, debug):
 
 
 def test_a_magnet_checkpoint_keeps_its_decoding_facts_and_sampling_defaults(tmp_path):
-    from engine.models.magnet import MAGNeT, debug_magnet
+    from engine.api import debug_magnet
+    from engine.models.magnet import MAGNeT
 
     src = debug_magnet()
     text = {"kind": "debug", "seed": 0, "dim": src.lm.cfg.cond_dim}
@@ -244,15 +245,8 @@ def test_cli_rejects_absurd_bars_and_continue_extends_a_file(tmp_path):
     assert info.samplerate == 44100 and info.frames == round((0.5 + 0.3) * 44100)
 
 
-def test_default_model_without_shipped_weights_warns_loudly(capsys):
-    from engine.models.native_format import is_native_dir
-    from engine.models.pretrained import DEFAULT_MODEL_DIR
-    model = load_model("default")
-    err = capsys.readouterr().err
-    if is_native_dir(DEFAULT_MODEL_DIR):
-        assert not model.is_placeholder and "RANDOMLY" not in err
-    else:
-        assert model.is_placeholder
-        assert "RANDOMLY INITIALISED" in err
-        model.set_generation_params(duration=0.1, seed=0)
-        assert model.generate(["warned"]).shape == (1, 1, 5 * 640)
+def test_default_model_without_shipped_weights_is_an_error(tmp_path, monkeypatch):
+    import engine.pretrained
+    monkeypatch.setattr(engine.pretrained, "DEFAULT_MODEL_DIR", tmp_path / "default_model")
+    with pytest.raises(FileNotFoundError, match="default model is missing"):
+        load_model("default")

@@ -8,9 +8,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from engine.backends.onnx_backend import load_bundle, open_bundle
-from engine.backends.onnx_manifest import read_manifest
-from engine.models.pretrained import build_debug_model
+from engine.api import build_debug_model, load_model
+from engine.loaders.onnx_bundle import open_bundle
+from engine.loaders.onnx_manifest import read_manifest
 from export.bundle import export_bundle, op_types
 
 TEXTS = ["lofi drums", "bright synth arpeggio"]
@@ -30,11 +30,11 @@ def bundle(musicgen, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def magnet_pair(tmp_path_factory):
-    from engine.models.magnet import debug_magnet
+    from engine.api import debug_magnet
     model = debug_magnet()
     out = tmp_path_factory.mktemp("m") / "magnet"
     export_bundle(model, out, log=lambda s: None)
-    return model, load_bundle(out, provider="cpu")
+    return model, load_model(out, provider="cpu")
 
 
 def _greedy(model, duration=1.0):
@@ -43,7 +43,7 @@ def _greedy(model, duration=1.0):
 
 
 def test_greedy_ar_codes_match_pytorch_and_audio_within_tolerance(musicgen, bundle):
-    onnx_model = load_bundle(bundle, provider="cpu")
+    onnx_model = load_model(bundle, provider="cpu")
     wav_t, codes_t = _greedy(musicgen)
     wav_o, codes_o = _greedy(onnx_model)
     assert torch.equal(codes_t, codes_o)
@@ -52,7 +52,7 @@ def test_greedy_ar_codes_match_pytorch_and_audio_within_tolerance(musicgen, bund
 
 
 def test_continuation_runs_through_the_codec_encoder_graph(musicgen, bundle):
-    onnx_model = load_bundle(bundle, provider="cpu")
+    onnx_model = load_model(bundle, provider="cpu")
     prompt = torch.randn(1, 1, 32000 // 2)
     for m in (musicgen, onnx_model):
         m.set_generation_params(duration=1.0, use_sampling=False)
@@ -80,7 +80,7 @@ def test_a_bundle_keeps_the_checkpoints_sampling_defaults_and_span(magnet_pair, 
                    generation_defaults={"decoding_steps": [4, 2, 2, 2]}, ar_lm=src.ar_lm,
                    extra={"span_len": 2})
     export_bundle(model, tmp_path / "b", log=lambda s: None)
-    loaded = load_bundle(tmp_path / "b", provider="cpu")
+    loaded = load_model(tmp_path / "b", provider="cpu")
     loaded.set_generation_params(mode="hybrid", duration=2.0)
     assert loaded.magnet_params.decoding_steps == (4, 2, 2, 2) and loaded.span_len == 2
 
@@ -177,14 +177,14 @@ def test_bundle_with_wrong_sha256_or_missing_file_is_refused(bundle, tmp_path):
     manifest["files"]["lm_step.onnx"]["sha256"] = "0" * 64
     (bad / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="lm_step.onnx has sha256"):
-        load_bundle(bad, provider="cpu")
+        open_bundle(bad, provider="cpu")
     missing = tmp_path / "missing"
     shutil.copytree(bundle, missing)
     (missing / "codec_decoder.onnx").unlink()
     with pytest.raises(FileNotFoundError, match="codec_decoder.onnx .*missing"):
-        load_bundle(missing, provider="cpu")
+        open_bundle(missing, provider="cpu")
     with pytest.raises(FileNotFoundError, match="not an ONNX bundle"):
-        load_bundle(tmp_path, provider="cpu")
+        open_bundle(tmp_path, provider="cpu")
 
 
 def test_manifest_lists_model_numbers_and_every_file(bundle):

@@ -5,9 +5,8 @@ import onnx
 import pytest
 import torch
 
-from engine.backends.onnx_backend import load_bundle
-from engine.backends.onnx_manifest import read_manifest
-from engine.models.pretrained import build_debug_model
+from engine.api import build_debug_model, load_model
+from engine.loaders.onnx_manifest import read_manifest
 from export.bundle import export_bundle
 
 TEXTS = ["lofi drums", "bright synth arpeggio"]
@@ -64,7 +63,7 @@ def _accuracy(fp32_dir, variant_dir) -> tuple[float, float]:
     """(max logit error of one 5-step prefill relative to the logits' scale, teacher-forced greedy
     token agreement over 200 random steps) of a variant bundle against the fp32 one."""
     from engine.backends.base import ConditionTensors
-    fp32, variant = load_bundle(fp32_dir, provider="cpu"), load_bundle(variant_dir, provider="cpu")
+    fp32, variant = load_model(fp32_dir, provider="cpu"), load_model(variant_dir, provider="cpu")
     hidden, mask = fp32.text_encoder.encode(TEXTS)
     cond = ConditionTensors(hidden, mask.float())
     torch.manual_seed(0)
@@ -97,7 +96,7 @@ def test_int4_variant_uses_matmulnbits_decodes_and_agrees(musicgen, tmp_path):
     assert agreement > 0.9, agreement
 
     # a whole generation decodes through the int4 graphs
-    model = load_bundle(int4_dir, provider="cpu")
+    model = load_model(int4_dir, provider="cpu")
     model.set_generation_params(duration=0.5, use_sampling=False)
     wav, codes = model.generate(TEXTS[:1], return_tokens=True)
     assert codes.shape[:2] == (1, 4) and codes.shape[-1] > 0 and torch.isfinite(wav).all()

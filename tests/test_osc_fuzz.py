@@ -9,7 +9,6 @@ from collections import Counter
 
 import pytest
 
-pytest.importorskip("engine.models.pretrained", reason="engine.load_model is not available")
 from bridge_inproc import InProcess, dgram  # noqa: E402
 
 SEED, N = 15, 20_000

@@ -10,8 +10,8 @@ import soundfile as sf
 from pythonosc.osc_message import OscMessage
 from pythonosc.udp_client import SimpleUDPClient
 
-from engine.backends.onnx_backend import cuda_provider_works
-from engine.models.pretrained import build_debug_model, load_model
+from engine.backends.onnx_runtime import cuda_provider_works
+from engine.api import build_debug_model, load_model
 from export.bundle import export_bundle
 
 from bridge_server import free_port, spawn_server, terminate_server

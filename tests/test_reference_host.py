@@ -91,7 +91,7 @@ def test_a_clip_at_another_sample_rate_is_refused(segments):
 
 def test_offline_session_against_a_running_server(tmp_path):
     pytest.importorskip("bridge.command", reason="bridge/ (barforge serve) is not available")
-    pytest.importorskip("engine.models.pretrained", reason="engine.load_model is not available")
+    pytest.importorskip("engine.api", reason="engine.load_model is not available")
     from plugin_host.host.osc_client import OscClient
     from plugin_host.host.session import SessionPlan, run_offline
 

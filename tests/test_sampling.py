@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import torch
 
-from engine.decoding.params import ARParams
+from engine.decoding.ar_params import ARParams
 from engine.decoding.sampling import cfg_mix, sample
 
 

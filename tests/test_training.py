@@ -16,11 +16,11 @@ import torch
 from engine.conditioners.text import debug_text_encoder
 from engine.models.encodec import CodecConfig, EncodecModel
 from engine.models.lm import LMConfig
-from engine.training.codec import CodecLossWeights, CodecTask, chroma_loss, load_trained_codec
-from engine.training.common import Dist, LoopOptions, checkpoint_dir, run_training
-from engine.training.dataset import AudioCrops, CodeSegments, encode_corpus
-from engine.training.lm import LMTask
-from engine.training.magnet import MagnetTask, span_coverage, span_mask
+from engine.recipes.training.codec import CodecLossWeights, CodecTask, chroma_loss, load_trained_codec
+from engine.recipes.training.common import Dist, LoopOptions, checkpoint_dir, run_training
+from engine.recipes.training.dataset import AudioCrops, CodeSegments, encode_corpus
+from engine.recipes.training.lm import LMTask
+from engine.recipes.training.magnet import MagnetTask, span_coverage, span_mask
 
 SR = 32000
 CPU = Dist(rank=0, world=1, device=torch.device("cpu"))
@@ -223,7 +223,7 @@ def test_two_torchrun_processes_train_together_on_cpu(corpus, tmp_path):
     assert load_trained_codec(tmp_path / "codec").num_codebooks == 2
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29571",
-           "-m", "engine.training.command", "lm", "--data", str(corpus), "--codec", str(tmp_path / "codec"),
+           "-m", "engine.recipes.training.command", "lm", "--data", str(corpus), "--codec", str(tmp_path / "codec"),
            "--out", str(tmp_path / "lm"), "--steps", "3", "--batch-size", "2", "--dim", "32", "--layers", "1",
            "--heads", "2", "--segment-s", "0.5", "--text-encoder", "debug", "--warmup", "1", "--quiet",
            "--threads", "1"]
@@ -235,7 +235,7 @@ def test_two_torchrun_processes_train_together_on_cpu(corpus, tmp_path):
 
 
 def test_codec_eval_reports_whether_the_key_survives(corpus, tmp_path):
-    from engine.evaluation.suites import eval_codec
+    from engine.recipes.evaluation.suites import eval_codec
 
     codec = EncodecModel(TINY_CODEC).eval()                    # untrained: it keeps no pitch
     result = eval_codec(codec, str(corpus), tmp_path, items=3, seconds=1.0, split="train")

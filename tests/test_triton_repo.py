@@ -3,15 +3,15 @@ import re
 
 import pytest
 
-from engine.backends.onnx_manifest import read_manifest, sha256_file
-from engine.models.pretrained import build_debug_model
+from engine.loaders.onnx_manifest import read_manifest, sha256_file
+from engine.api import build_debug_model
 from export.bundle import export_bundle
 from export.triton import TRITON_DTYPES
 
 
 @pytest.fixture(scope="module", params=["musicgen", "magnet"])
 def repo(request, tmp_path_factory):
-    from engine.models.magnet import debug_magnet
+    from engine.api import debug_magnet
     root = tmp_path_factory.mktemp("t")
     model = build_debug_model() if request.param == "musicgen" else debug_magnet()
     export_bundle(model, root / "bundle", triton_dir=root / "triton", log=lambda s: None)

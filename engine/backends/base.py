@@ -2,7 +2,7 @@
 
 The AR, MAGNeT and hybrid loops in ``engine/decoding`` are written once against this protocol;
 ``engine/backends/torch_backend.py`` implements it over the PyTorch LM and
-``engine/backends/onnx_backend.py`` over onnxruntime sessions of an exported bundle. Tensors
+``engine/backends/onnx_step.py`` over onnxruntime sessions of an exported bundle. Tensors
 crossing the interface are torch tensors on CPU (the onnxruntime backend converts at its edge,
 zero-copy where it can), so sampling, CFG and masking logic exist exactly once.
 

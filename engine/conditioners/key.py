@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 
 KEY_CLASSES = 24     # 12 tonics x (major, minor); index 0 (no key) comes on top
-MODES = ("major", "minor")
+KEY_MODES = ("major", "minor")
+# the spelling of each pitch class (0 = C) in captions, sidecars and the recipes' key estimates
+KEY_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
 _PITCH = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
 _ACCIDENTAL = {"": 0, "#": 1, "♯": 1, "b": -1, "♭": -1}
@@ -23,10 +25,10 @@ def key_index(tonic: str, mode: str) -> int:
     if not isinstance(tonic, str) or not tonic or tonic[0].lower() not in _PITCH \
             or tonic[1:] not in _ACCIDENTAL:
         raise ValueError(f"tonic must be a note name such as 'C', 'F#' or 'Bb', got {tonic!r}")
-    if not isinstance(mode, str) or mode.lower() not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not isinstance(mode, str) or mode.lower() not in KEY_MODES:
+        raise ValueError(f"mode must be one of {KEY_MODES}, got {mode!r}")
     pitch = (_PITCH[tonic[0].lower()] + _ACCIDENTAL[tonic[1:]]) % 12
-    return 1 + pitch + 12 * MODES.index(mode.lower())
+    return 1 + pitch + 12 * KEY_MODES.index(mode.lower())
 
 
 def caption_key(caption: str | None) -> int:

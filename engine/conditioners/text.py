@@ -30,11 +30,6 @@ class TextEncoder(Protocol):
         ...
 
 
-def null_condition(hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The unconditional (CFG) rows matching ``hidden`` [B, L, C] / ``mask`` [B, L]: all zeros."""
-    return torch.zeros_like(hidden), torch.zeros_like(mask)
-
-
 class HFTokenizer:
     """A transformers tokenizer behind ``encode(texts) -> (input_ids, attention_mask)``."""
 

@@ -17,10 +17,10 @@ import torch
 
 from engine.backends.base import ConditionTensors, StepBackend
 from engine.decoding.delay_pattern import DelayPattern
-from engine.decoding.params import ARParams
-from engine.decoding.sampling import cfg_mix, sample
+from engine.decoding.ar_params import ARParams
+from engine.decoding.progress import ProgressCallback
+from engine.decoding.sampling import SeededGenerator, cfg_mix, sample
 
-ProgressCallback = Callable[[int, int], None]
 # conditions for the window starting at a frame offset; 2B rows [cond; null] when CFG is on
 ConditionSource = Callable[[int], ConditionTensors]
 
@@ -110,21 +110,6 @@ class ARDecoder:
         out, valid = self.pattern.revert(seq[:batch], special)
         assert bool(valid[:, :n_frames].all())
         return out[..., :n_frames].cpu()
-
-
-class SeededGenerator:
-    """A ``torch.Generator`` made on first use on the logits' device; None when unseeded."""
-
-    def __init__(self, seed: int | None) -> None:
-        self.seed = seed
-        self._generator: torch.Generator | None = None
-
-    def on(self, device: torch.device) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device).manual_seed(self.seed)
-        return self._generator
 
 
 def generate_ar(backend: StepBackend, conditions: ConditionSource, params: ARParams, *,

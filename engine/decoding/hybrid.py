@@ -13,11 +13,12 @@ from __future__ import annotations
 import torch
 
 from engine.backends.base import ConditionTensors, StepBackend
-from engine.decoding.ar import ProgressCallback, generate_ar
+from engine.decoding.ar import generate_ar
 from engine.decoding.delay_pattern import DelayPattern
 from engine.decoding.magnet import ARRescorer, generate_magnet_windows, segment_frames
 from engine.decoding.magnet_params import MagnetParams
-from engine.decoding.params import ARParams
+from engine.decoding.ar_params import ARParams
+from engine.decoding.progress import ProgressCallback
 from engine.tempo import Tempo
 
 DEFAULT_PREFIX_S = 1.5  # without a session tempo

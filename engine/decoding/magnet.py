@@ -23,14 +23,14 @@ from typing import Any
 import torch
 
 from engine.backends.base import ConditionTensors, StepBackend
-from engine.decoding.ar import ProgressCallback, SeededGenerator
 from engine.decoding.delay_pattern import DelayPattern
 from engine.decoding.magnet_params import MagnetParams
 from engine.decoding.masking import (FROZEN_SCORE, annealed_cfg_coef, annealed_temperature,
                                      choose_spans_nonoverlap, choose_spans_stride1, freeze,
                                      mask_probability, num_masked, span_scores_max,
                                      span_scores_prod, spans_to_token_mask)
-from engine.decoding.sampling import cfg_mix, sample
+from engine.decoding.progress import ProgressCallback
+from engine.decoding.sampling import SeededGenerator, cfg_mix, sample
 
 DEFAULT_ATTN_BAND = 5  # frames either side (~100 ms at 50 Hz): audiocraft's subcodes_context
 

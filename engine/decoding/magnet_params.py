@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.config_dict import check_bool, check_int, check_range
-from engine.decoding.params import MAX_DURATION_S, MAX_SEED
+from engine.config_dict import MAX_DURATION_S, MAX_SEED, check_bool, check_int, check_range
 
 SPAN_ARRANGEMENTS = ("nonoverlap", "stride1")
 SPAN_SCORINGS = ("max", "prod")

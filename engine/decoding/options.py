@@ -4,7 +4,7 @@ The one mapping for every entry point: CLI flags (``--temperature --top-k --top-
 --steps --mode``), preset keys and protocol options (``temperature top_k top_p cfg seed steps
 mode``) become API keywords (``set_generation_params``: ``cfg`` is ``cfg_coef``, ``steps`` is
 ``decoding_steps``), and a MAGNeT-family model maps the shared sampling keywords onto the
-parameter objects of the mode in use (:class:`~engine.decoding.params.ARParams`,
+parameter objects of the mode in use (:class:`~engine.decoding.ar_params.ARParams`,
 :class:`~engine.decoding.magnet_params.MagnetParams`):
 
 =============  ===================  ==================================  ==================
@@ -43,6 +43,7 @@ _SAMPLING_TARGETS: dict[str, dict[str, tuple[str, ...]]] = {
                "top_k": ("top_k", "ar_top_k"), "top_p": ("top_p", "ar_top_p"),
                "cfg_coef": ("max_cfg_coef", "ar_cfg_coef")},
 }
+MODES = tuple(_SAMPLING_TARGETS)   # every decoding mode: ar, magnet, hybrid
 _MASKED = ("magnet", "hybrid")
 _WITH_AR = ("ar", "hybrid")
 # keywords that apply to some modes only -> those modes

@@ -62,3 +62,18 @@ def sample(logits: torch.Tensor, params: SamplingParams,
         picked = _multinomial(torch.softmax(values, dim=-1), generator)
         return indices.gather(-1, picked.unsqueeze(-1)).squeeze(-1)
     return _multinomial(torch.softmax(scaled, dim=-1), generator)
+
+
+class SeededGenerator:
+    """A ``torch.Generator`` made on first use on the logits' device; None when unseeded."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+
+    def on(self, device: torch.device) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device).manual_seed(self.seed)
+        return self._generator

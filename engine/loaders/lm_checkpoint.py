@@ -45,7 +45,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
 class LoadedLM:
     """An LM checkpoint, loaded. ``codec_source`` is what ``load_codec`` of
     engine/loaders/codec_checkpoint.py takes (the checkpoint's directory); ``generation``: the
-    checkpoint's own generation defaults (names of engine/decoding/params.py where they exist);
+    checkpoint's own generation defaults (names of engine/decoding/ar_params.py where they exist);
     ``extra``: family-specific facts (MAGNeT span length / restricted context, melody chroma
     length, frame rate)."""
 

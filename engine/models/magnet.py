@@ -3,11 +3,11 @@
 Modes (``set_generation_params(mode=...)``): ``"magnet"`` (engine/decoding/magnet.py on the
 non-causal LM), ``"hybrid"`` (an AR prefix by the AR LM, then MAGNeT; engine/decoding/hybrid.py)
 and ``"ar"`` (the AR LM alone, exactly as MusicGen decodes). The last two need an AR LM: the
-checkpoint's own (``ar_lm``) or one given to ``get_pretrained(path, ar_model=...)``; it must use
-the same codec and text encoder. Every mode renders any length: past one segment the masked
-modes decode overlapping windows (engine/decoding/magnet.py ``generate_magnet_windows``), the
-AR LM its own windows. Everything else (text conditioning, continuation, audio decoding,
-progress, cancellation) is MusicGen's.
+checkpoint's own (``ar_lm``) or one given to ``engine.MAGNeT.get_pretrained(path,
+ar_model=...)`` (engine/api.py); it must use the same codec and text encoder. Every mode
+renders any length: past one segment the masked modes decode overlapping windows
+(engine/decoding/magnet.py ``generate_magnet_windows``), the AR LM its own windows. Everything
+else (text conditioning, continuation, audio decoding, progress, cancellation) is MusicGen's.
 """
 from __future__ import annotations
 
@@ -16,16 +16,17 @@ from typing import Any, Sequence
 import torch
 
 from engine.backends.base import StepBackend
-from engine.decoding.ar import ProgressCallback, generate_ar
+from engine.decoding.ar import generate_ar
 from engine.decoding.hybrid import default_prefix_seconds, generate_hybrid
 from engine.decoding.magnet import DEFAULT_ATTN_BAND, ARRescorer, generate_magnet_windows
 from engine.decoding.magnet_params import MagnetParams
 from engine.decoding.options import magnet_keywords
-from engine.decoding.params import ARParams
-from engine.models.musicgen import MusicGen, TextEncoder, _Progress
+from engine.decoding.ar_params import ARParams
+from engine.decoding.progress import Progress, ProgressCallback
+from engine.models.musicgen import MusicGen, TextEncoder
 from engine.tempo import Tempo
 
-MODES = ("magnet", "hybrid", "ar")
+MODE_ORDER = ("magnet", "hybrid", "ar")  # with an AR LM; the first is the default mode
 WINDOW_STRIDE = 0.6  # windows past one segment advance by this share of it (by default)
 
 
@@ -74,31 +75,6 @@ class MAGNeT(MusicGen):
 
     # ------------------------------------------------------------------ construction
 
-    @staticmethod
-    def get_pretrained(name_or_path: str, ar_model: "str | MusicGen | None" = None,
-                       provider: str | None = None) -> "MAGNeT":
-        """``debug`` (tiny random MAGNeT with an AR LM) or a local checkpoint directory
-        (audiocraft ``state_dict.bin`` + xp.cfg, or the native format). ``ar_model``: a MusicGen
-        (or its name / path) whose LM serves the hybrid and AR modes. ``provider``: the
-        onnxruntime execution provider when ``name_or_path`` is an ONNX bundle."""
-        if name_or_path == "debug":
-            model = debug_magnet()
-        else:
-            from engine.models.pretrained import load_model
-            model = load_model(name_or_path, provider=provider)
-            if not isinstance(model, MAGNeT):
-                raise ValueError(f"{name_or_path} is a {type(model).__name__} checkpoint, "
-                                 "not MAGNeT")
-        if ar_model is not None:
-            ar = MusicGen.get_pretrained(ar_model) if isinstance(ar_model, str) else ar_model
-            if isinstance(ar, MAGNeT) or not isinstance(ar, MusicGen):
-                raise ValueError(f"ar_model must be a MusicGen model or its name/path, "
-                                 f"got {type(ar).__name__}")
-            if ar.is_melody:
-                raise ValueError("ar_model must be a text-conditioned MusicGen, not a melody model")
-            model._set_ar(ar.lm, ar.backend, ar.max_duration, model.compression_model, model.lm)
-        return model
-
     def _set_ar(self, ar_lm: torch.nn.Module | None, ar_backend: StepBackend | None,
                 ar_max_duration: float, codec: Any, lm: torch.nn.Module | None) -> None:
         if ar_backend is None:
@@ -115,7 +91,7 @@ class MAGNeT(MusicGen):
 
     @property
     def supported_modes(self) -> tuple[str, ...]:  # type: ignore[override]
-        return MODES if self.ar_backend is not None else ("magnet",)
+        return MODE_ORDER if self.ar_backend is not None else ("magnet",)
 
     # ------------------------------------------------------------------ parameters
 
@@ -204,7 +180,7 @@ class MAGNeT(MusicGen):
         conditioned = any(descriptions)
         text = self._text(descriptions)
         beat, key = self._beat(descriptions, tempo), self._key(descriptions)
-        bar = _Progress(progress, progress_callback)
+        bar = Progress(progress, progress_callback)
         try:
             if self.mode == "ar":
                 return self._generate_ar(text, B, conditioned, prompt, bar, beat, key)
@@ -263,20 +239,3 @@ class MAGNeT(MusicGen):
                            stride_frames=int(self.ar_stride_s * self.frame_rate), prompt=prompt,
                            progress_callback=bar, pattern=self.pattern)
 
-
-def debug_magnet(seed: int = 0) -> MAGNeT:
-    """A tiny random MAGNeT (non-causal LM, 10-s segment) shipping a tiny AR LM: every mode
-    runs in seconds. Seeded, so two calls give the same weights."""
-    from dataclasses import replace
-
-    from engine.conditioners.text import debug_text_encoder
-    from engine.models.encodec import EncodecModel, debug_codec_config
-    from engine.models.lm import LMModel, debug_lm_config
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        codec = EncodecModel(debug_codec_config()).eval()
-        lm = LMModel(replace(debug_lm_config(), causal=False)).eval()
-        ar_lm = LMModel(debug_lm_config()).eval()
-    text = debug_text_encoder(seed=seed, dim=debug_lm_config().cond_dim)
-    return MAGNeT("debug-magnet", codec, lm, text, max_duration=10.0, ar_lm=ar_lm)

@@ -3,7 +3,8 @@
 ``generate`` / ``generate_continuation`` / ``generate_with_chroma`` / ``generate_unconditional``
 take and return what audiocraft's do (audio [B, C, N] at ``sample_rate``; codes [B, K, T] with
 ``return_tokens``); decoding is the AR loop of engine/decoding/ar.py on a ``StepBackend``
-(``TorchBackend`` over ``lm`` unless another backend is given).
+(``TorchBackend`` over ``lm`` unless another backend is given). Loading by name
+(``MusicGen.get_pretrained``) is engine/api.py's, the class callers import from ``engine``.
 """
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from engine.conditioners.chroma import ChromaExtractor, melody_chroma, null_chro
 from engine.conditioners.key import caption_key
 from engine.conditioners.caption import caption_bpm
 from engine.conditioners.text import TextEncoder
-from engine.decoding.ar import ProgressCallback, generate_ar
+from engine.decoding.ar import generate_ar
 from engine.decoding.delay_pattern import DelayPattern
 from engine.decoding.options import refuse_inapplicable
-from engine.decoding.params import ARParams
+from engine.decoding.ar_params import ARParams
+from engine.decoding.progress import Progress, ProgressCallback
 from engine.tempo import Tempo
 
 MelodyType = torch.Tensor | Sequence[torch.Tensor | None]
@@ -49,31 +51,10 @@ def convert_audio(wav: torch.Tensor, from_rate: int, to_rate: int, channels: int
     return torch.from_numpy(np.stack([r.reshape(r.shape[0], -1).T for r in rows]))
 
 
-class _Progress:
-    """Chains the user's callback and, with ``show``, a tqdm bar (callback exceptions propagate)."""
-
-    def __init__(self, show: bool, callback: ProgressCallback | None) -> None:
-        self.show, self.callback, self.bar = show, callback, None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.show:
-            if self.bar is None:
-                from tqdm import tqdm
-                self.bar = tqdm(total=total, unit="step", desc="generating", leave=False)
-            self.bar.update(done - self.bar.n)
-        if self.callback is not None:
-            self.callback(done, total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 class MusicGen:
     """Text (and melody / audio prompt) to music with the AR delay-pattern decoder."""
 
     supported_modes: tuple[str, ...] = ("ar",)
-    is_placeholder = False  # True for the random stand-in of an untrained "default" model
 
     def __init__(self, name: str, compression_model: Any, lm: torch.nn.Module | None,
                  text_encoder: TextEncoder | None, max_duration: float = 30.0,
@@ -110,18 +91,6 @@ class MusicGen:
                                              **self.generation_defaults}))
 
     # ------------------------------------------------------------------ properties
-
-    @staticmethod
-    def get_pretrained(name_or_path: str, device: str | torch.device | None = None,
-                       provider: str | None = None) -> "MusicGen":
-        """``debug``, ``default``, or a local checkpoint / ONNX bundle directory
-        (engine/models/pretrained.py), moved to ``device`` when given; ``provider`` picks the
-        onnxruntime execution provider of a bundle."""
-        from engine.models.pretrained import load_model
-        model = load_model(name_or_path, provider=provider)
-        if not isinstance(model, MusicGen):
-            raise ValueError(f"{name_or_path} is a {type(model).__name__} checkpoint, not MusicGen")
-        return model.to(device) if device is not None else model
 
     def to(self, device: str | torch.device) -> "MusicGen":
         """Move the LM and the codec (torch models) to ``device``; text encoding and chroma stay
@@ -357,8 +326,7 @@ class MusicGen:
             if cfg:
                 rows_chroma = torch.cat([chroma, null_chroma(B, chroma.shape[1])])
                 if hidden is not None:
-                    rows_text = torch.cat([hidden, torch.zeros_like(hidden)])
-                    rows_mask = torch.cat([mask, torch.zeros_like(mask)])
+                    rows_text, rows_mask = _with_null_rows(hidden), _with_null_rows(mask)
             dev = self._device
             with torch.inference_mode():
                 prefix = self.lm.project_prefix(
@@ -368,10 +336,9 @@ class MusicGen:
         if hidden is None:
             raise ValueError(f"{self.name} has no text encoder and no melody input")
         if cfg:
-            hidden = torch.cat([hidden, torch.zeros_like(hidden)])
-            mask = torch.cat([mask, torch.zeros_like(mask)])
-            beat = None if beat is None else torch.cat([beat, torch.zeros_like(beat)])
-            key = None if key is None else torch.cat([key, torch.zeros_like(key)])
+            hidden, mask = _with_null_rows(hidden), _with_null_rows(mask)
+            beat = None if beat is None else _with_null_rows(beat)
+            key = None if key is None else _with_null_rows(key)
         dev = self._device
         return ConditionTensors(cross=hidden.to(dev), cross_mask=mask.to(dev),
                                 beat=None if beat is None else beat.to(dev),
@@ -393,7 +360,7 @@ class MusicGen:
         text = self._text(descriptions)
         conditions = self._condition_source(text, melodies, B, cfg, self._beat(descriptions, tempo),
                                             self._key(descriptions))
-        bar = _Progress(progress, progress_callback)
+        bar = Progress(progress, progress_callback)
         try:
             return generate_ar(self.backend, conditions, params, batch=B, cfg=cfg,
                                total_frames=total, window_frames=window, stride_frames=stride,
@@ -438,3 +405,8 @@ def _looped(wav: torch.Tensor, start: int, length: int) -> torch.Tensor:
         return wav
     positions = torch.arange(start, start + length) % wav.shape[-1]
     return wav[..., positions]
+
+
+def _with_null_rows(rows: torch.Tensor) -> torch.Tensor:
+    """[rows; zeros]: CFG's null condition is all zeros (no text, tempo or key)."""
+    return torch.cat([rows, torch.zeros_like(rows)])

@@ -4,7 +4,7 @@ Codes [B, K, T] become the delayed sequence [B, K, T + K] (step 0 all special); 
 steps 0..S-2 and predicts steps 1..S-1, and the loss counts only real tokens (the special token
 fills the delay corners). With probability ``cond_dropout`` a row's text condition is replaced
 by the null condition (all-zero mask), which is what classifier-free guidance subtracts at
-generation time. ``LMTask`` also carries what the MAGNeT objective shares (engine/training/magnet.py).
+generation time. ``LMTask`` also carries what the MAGNeT objective shares (engine/recipes/training/magnet.py).
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from torch.nn import functional as F
 
 from engine.decoding.delay_pattern import DelayPattern
 from engine.models.lm import LMConfig, LMModel
-from engine.training.common import (Dist, clip_and_step, make_optimizer, read_trained, save_trained,
-                                    warmup_cosine, wrap_ddp)
+from engine.recipes.training.common import (Dist, clip_and_step, make_optimizer, read_trained, save_trained,
+                                            warmup_cosine, wrap_ddp)
 
 
 class ConditionedLM(nn.Module):

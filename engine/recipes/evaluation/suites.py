@@ -1,5 +1,5 @@
 """The evaluation suites behind ``barforge eval``: numbers (results.json) + a spectrogram PNG per
-sample (engine/evaluation/command.py describes each suite).
+sample (engine/recipes/evaluation/command.py describes each suite).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.evaluation import metrics as M
+from engine.recipes.evaluation import metrics as M
 
 
 def spectrogram_png(path: str | Path, wavs: list[np.ndarray], sample_rate: int, n_fft: int = 1024) -> None:
@@ -42,7 +42,7 @@ def _summary(rows: list[dict], keys: list[str]) -> dict:
 
 
 def eval_codec(codec, corpus: str, out: Path, items: int, seconds: float, split: str = "valid") -> dict:
-    from engine.training.dataset import load_wav, read_index
+    from engine.recipes.training.dataset import load_wav, read_index
 
     sr = codec.sample_rate
     rows = []
@@ -83,7 +83,7 @@ LOOP_KEYS = ["tempo_ok", "tempo_ok_octave", "key_ok", "key_score", "drums_ok", "
 
 
 def eval_corpus(corpus: str, out: Path, items: int, drum_threshold: float) -> dict:
-    from engine.training.dataset import load_wav, read_index
+    from engine.recipes.training.dataset import load_wav, read_index
 
     rows = []
     for item in read_index(corpus, "all")[:items]:
@@ -100,8 +100,9 @@ def eval_generate(model_path: str, out: Path, prompts: int, seed: int, bars: int
     import soundfile as sf
 
     from engine.conditioners.caption import describe
-    from engine.data.synth import sample_spec
-    from engine.models.pretrained import load_model
+    from engine.recipes.data.synth import sample_spec
+    from engine.api import load_model
+    from engine.tempo import Tempo
 
     model = load_model(model_path)
     sr = model.sample_rate
@@ -111,13 +112,13 @@ def eval_generate(model_path: str, out: Path, prompts: int, seed: int, bars: int
         text = describe(spec.description, spec.bpm, spec.key)
         n_bars = bars
         duration = n_bars * spec.beats_per_bar * 60.0 / spec.bpm   # past a segment: in windows
-        # the session tempo, as the bridge and `generate --bars` give it
-        params = {"duration": duration, "seed": seed + i, "bpm": spec.bpm,
-                  "beats_per_bar": spec.beats_per_bar}
+        params: dict = {"duration": duration, "seed": seed + i}
         if mode:
             params["mode"] = mode
         model.set_generation_params(**params)
-        wav = model.generate([text])[0].mean(dim=0).cpu().numpy()
+        # the session tempo, as the bridge and `generate --bars` give it
+        tempo = Tempo(spec.bpm, spec.beats_per_bar)
+        wav = model.generate([text], tempo=tempo)[0].mean(dim=0).cpu().numpy()
         sf.write(out / f"prompt_{i:03d}.wav", wav, sr)
         row = {"prompt": text, "bars": n_bars, "seconds": duration, **loop_metrics(wav, sr, spec.bpm, spec.key, "drums" in spec.parts, drum_threshold)}
         rows.append(row)

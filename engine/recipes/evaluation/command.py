@@ -17,14 +17,14 @@ from pathlib import Path
 
 
 def _run(args: argparse.Namespace) -> int:
-    from engine.evaluation import metrics, suites
+    from engine.recipes.evaluation import metrics, suites
 
     if getattr(args, "drum_threshold", 0.0) is None:
         args.drum_threshold = metrics.DRUM_THRESHOLD
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.eval_command == "codec":
-        from engine.training.codec import load_trained_codec
+        from engine.recipes.training.codec import load_trained_codec
         result = suites.eval_codec(load_trained_codec(args.codec), args.data, out, args.items, args.seconds, args.split)
     elif args.eval_command == "corpus":
         result = suites.eval_corpus(args.data, out, args.items, args.drum_threshold)

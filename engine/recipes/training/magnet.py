@@ -14,7 +14,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from engine.training.lm import LMTask
+from engine.recipes.training.lm import LMTask
 
 
 def span_coverage(n_frames: int, span_len: int) -> torch.Tensor:

@@ -3,10 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.config_dict import check_bool, check_int, check_range
-
-MAX_DURATION_S = 3600.0
-MAX_SEED = 2**63 - 1
+from engine.config_dict import MAX_DURATION_S, MAX_SEED, check_bool, check_int, check_range
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Render the procedural loop corpus (``barforge data synth``) to MIDI + 32 kHz mono WAV + JSON,
-with FluidSynth and a General MIDI soundfont; engine/data/command.py documents the layout.
+with FluidSynth and a General MIDI soundfont; engine/recipes/data/command.py documents the layout.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from engine.data.synth import compose, repeat_midi, sample_spec
+from engine.recipes.data.synth import compose, repeat_midi, sample_spec
 
 SAMPLE_RATE = 32000
 SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2",

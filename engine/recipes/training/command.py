@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from engine.training.common import LoopOptions
+    from engine.recipes.training.common import LoopOptions
 
 
 def _common(p: argparse.ArgumentParser, lr: float, batch: int) -> None:
@@ -63,7 +63,7 @@ def _lm_flags(p: argparse.ArgumentParser) -> None:
 def _setup(args: argparse.Namespace):
     import torch
 
-    from engine.training.common import LoopOptions, setup_distributed
+    from engine.recipes.training.common import LoopOptions, setup_distributed
 
     if args.steps < 1 or args.batch_size < 1:
         raise ValueError(f"--steps and --batch-size must be >= 1, got {args.steps}, {args.batch_size}")
@@ -85,14 +85,14 @@ def _report(kind: str, result: dict, dist, opts: LoopOptions, audio_s_per_step: 
 
 def _run_codec(args: argparse.Namespace) -> int:
     from engine.models.encodec import CodecConfig
-    from engine.training.codec import CodecLossWeights, CodecTask
-    from engine.training.common import run_training
-    from engine.training.dataset import AudioCrops
+    from engine.recipes.training.codec import CodecLossWeights, CodecTask
+    from engine.recipes.training.common import run_training
+    from engine.recipes.training.dataset import AudioCrops
 
     dist, opts = _setup(args)
     init_state = None
     if args.init_from is not None:
-        from engine.training.common import read_trained
+        from engine.recipes.training.common import read_trained
         init_state, init_meta = read_trained(args.init_from, "codec", "train codec")
         config = CodecConfig.from_dict(init_meta["codec"])
         if args.decoder is not None and args.decoder != config.decoder:   # a fresh decoder of the new kind
@@ -121,9 +121,9 @@ CODE_CACHE_VERSION = b"codes-v2"   # v2: per-loop key classes
 def _lm_data(args: argparse.Namespace, dist, segment: int):
     import torch
 
-    from engine.training.codec import load_trained_codec
-    from engine.training.common import checkpoint_dir
-    from engine.training.dataset import CodeSegments, encode_corpus
+    from engine.recipes.training.codec import load_trained_codec
+    from engine.recipes.training.common import checkpoint_dir
+    from engine.recipes.training.dataset import CodeSegments, encode_corpus
 
     # Keyed by the cache layout, the codec's weights, the corpus index and the text encoder: a
     # retrained codec, a re-rendered corpus or a new field never reuses stale codes.
@@ -147,15 +147,15 @@ def _lm_data(args: argparse.Namespace, dist, segment: int):
 def _init_state(directory: str | None) -> dict[str, torch.Tensor] | None:
     if directory is None:
         return None
-    from engine.training.common import read_trained
+    from engine.recipes.training.common import read_trained
     return read_trained(directory, "lm", "train lm|magnet")[0]
 
 
 def _run_lm(args: argparse.Namespace, kind: str) -> int:
     from engine.conditioners.key import KEY_CLASSES
     from engine.models.lm import LMConfig
-    from engine.training.codec import load_trained_codec
-    from engine.training.common import run_training
+    from engine.recipes.training.codec import load_trained_codec
+    from engine.recipes.training.common import run_training
 
     dist, opts = _setup(args)
     codec = load_trained_codec(args.codec)
@@ -171,10 +171,10 @@ def _run_lm(args: argparse.Namespace, kind: str) -> int:
                   grad_clip=args.grad_clip, cond_dropout=args.cond_dropout, seed=args.seed,
                   extra_meta=meta, init_state=_init_state(args.init_from))
     if kind == "ar":
-        from engine.training.lm import LMTask
+        from engine.recipes.training.lm import LMTask
         task = LMTask(config, data, dist, **common)
     else:
-        from engine.training.magnet import MagnetTask
+        from engine.recipes.training.magnet import MagnetTask
         task = MagnetTask(config, data, dist, span_len=args.span_len,
                           attn_band=None if args.attn_band < 0 else args.attn_band, **common)
     result = run_training(task, opts, dist)
@@ -196,9 +196,9 @@ def _generation_defaults(text: str | None) -> dict:
 
 
 def _run_package(args: argparse.Namespace) -> int:
-    from engine.models.native_format import NativeCheckpoint, save_native
-    from engine.training.codec import load_trained_codec
-    from engine.training.lm import load_trained_lm
+    from engine.loaders.native_format import NativeCheckpoint, save_native
+    from engine.recipes.training.codec import load_trained_codec
+    from engine.recipes.training.lm import load_trained_lm
 
     codec = load_trained_codec(args.codec)
     lm, meta = load_trained_lm(args.lm)
@@ -278,8 +278,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m engine.training.command OBJECTIVE ...``: the ``train`` command on its own,
-    for ``torchrun --nproc_per_node N -m engine.training.command lm ...``."""
+    """``python -m engine.recipes.training.command OBJECTIVE ...``: the ``train`` command on its own,
+    for ``torchrun --nproc_per_node N -m engine.recipes.training.command lm ...``."""
     parser = argparse.ArgumentParser(prog="barforge")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])

@@ -15,8 +15,9 @@ from __future__ import annotations
 import random
 from functools import lru_cache
 
-from engine.data.synth import (BASSES, COMPS, KEY_NAMES, KITS, LEADS, PADS, STYLES, LoopSpec, Note,
-                               TICKS_PER_BEAT, caption_for, describe_parts, loop_bars)
+from engine.conditioners.key import KEY_NAMES
+from engine.recipes.data.styles import (BASSES, COMPS, KITS, LEADS, PADS, STYLES, TICKS_PER_BEAT,
+                                        LoopSpec, Note, caption_for, describe_parts, loop_bars)
 
 VOICES = ("soprano", "alto", "tenor", "bass")
 ROLE_OF_VOICE = {"soprano": "lead", "alto": "comp", "tenor": "comp", "bass": "bass"}

@@ -14,7 +14,7 @@ import os
 
 
 def _run_synth(args: argparse.Namespace) -> int:
-    from engine.data.corpus import synth_corpus
+    from engine.recipes.data.corpus import synth_corpus
 
     items = synth_corpus(args.out, args.hours, args.seed, args.soundfont, args.jobs, not args.quiet,
                          args.music21)

@@ -28,11 +28,11 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
-from engine.evaluation.metrics import MEL_SCALES, mel_spectrogram, pitch_classes
 from engine.models.encodec import CodecConfig, EncodecModel
-from engine.training.common import (Dist, all_gather_cat, clip_and_step, make_optimizer,
-                                    read_trained, save_trained, warmup_cosine, wrap_ddp)
-from engine.training.dataset import AudioCrops
+from engine.recipes.training.common import (Dist, all_gather_cat, clip_and_step, make_optimizer,
+                                            read_trained, save_trained, warmup_cosine, wrap_ddp)
+from engine.recipes.training.dataset import AudioCrops
+from engine.recipes.training.spectra import MEL_SCALES, mel_spectrogram, pitch_classes
 
 
 def multiscale_mel_loss(ref: torch.Tensor, est: torch.Tensor, sample_rate: int,

@@ -27,13 +27,16 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.backends.onnx_manifest import sha256_file
+from engine.loaders.onnx_manifest import sha256_file
+from engine.loaders.parts import FAMILIES, ModelParts
+from engine.loaders.text_encoders import KINDS as TEXT_ENCODER_KINDS
+from engine.loaders.text_encoders import build_text_encoder
+from engine.models.encodec import CodecConfig, EncodecModel, InterleavedStereoCodec
+from engine.models.lm import LMConfig, LMModel
 
 FORMAT = "barforge"
 VERSION = 1
 CONFIG_NAME = "barforge.json"
-FAMILIES = ("musicgen", "magnet")
-TEXT_ENCODER_KINDS = ("minilm", "t5", "debug")
 WEIGHT_FILES = {"codec": "codec.safetensors", "lm": "lm.safetensors",
                 "ar_lm": "ar_lm.safetensors"}
 
@@ -181,3 +184,37 @@ def checkpoint_from_modules(family: str, codec: Any, lm: torch.nn.Module,
         ar_lm_state=None if ar_lm is None else ar_lm.state_dict(),
         generation=dict(generation or {}), magnet=dict(magnet or {}),
         ar_max_duration=None if ar_lm is None else float(ar_max_duration or max_duration))
+
+
+def native_parts(directory: str | Path, name: str) -> ModelParts:
+    """The parts of the native checkpoint in ``directory`` (every sha256 checked)."""
+    directory = Path(directory)
+    ckpt = load_native(directory)
+    codec = EncodecModel(CodecConfig.from_dict(ckpt.codec_config))
+    _load_state(codec, ckpt.codec_state, f"{name}: codec.safetensors")
+    codec.eval()
+    ar_lm = None
+    if ckpt.ar_lm_config is not None:
+        ar_lm = _lm(ckpt.ar_lm_config, ckpt.ar_lm_state or {}, f"{name}: ar_lm.safetensors")
+    return ModelParts(
+        family=ckpt.family, name=name,
+        codec=InterleavedStereoCodec(codec) if ckpt.audio_channels == 2 else codec,
+        text_encoder=build_text_encoder(ckpt.text_encoder, directory),
+        max_duration=ckpt.max_duration,
+        lm=_lm(ckpt.lm_config, ckpt.lm_state, f"{name}: lm.safetensors"),
+        generation=ckpt.generation, ar_lm=ar_lm,
+        ar_max_duration=ckpt.ar_max_duration or ckpt.max_duration, magnet=ckpt.magnet,
+        text_encoder_spec=dict(ckpt.text_encoder))
+
+
+def _lm(config: dict[str, Any], state: dict[str, torch.Tensor], what: str) -> LMModel:
+    lm = LMModel(LMConfig.from_dict(config))
+    _load_state(lm, state, what)
+    return lm.eval()
+
+
+def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{what}: weights do not fit the configured model ({e})") from e
