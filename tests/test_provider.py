@@ -1,6 +1,5 @@
 """``provider`` wherever a model is loaded: load_model, ``barforge generate/continue --provider``
 and ``barforge serve --provider`` (whose /barforge/status reports the provider really in use)."""
-import argparse
 import os
 import time
 
@@ -61,11 +60,8 @@ def test_cuda_is_used_or_refused_never_silently_replaced(bundle):
 
 
 def _cli(argv):
-    from engine import commands
-    from engine.cli import run
-    parser = argparse.ArgumentParser(prog="barforge")
-    commands.register(parser.add_subparsers(dest="command", required=True))
-    return run(parser, argv)
+    from engine.cli import build_parser, run
+    return run(build_parser(), argv)
 
 
 def test_generate_and_continue_take_provider(bundle, tmp_path, capsys):
