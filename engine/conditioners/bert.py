@@ -121,7 +121,10 @@ class BertEncoder(nn.Module):
         """The encoder of a HF BERT folder (``config.json`` + ``model.safetensors``)."""
         from safetensors.torch import load_file
 
-        model = cls(BertShape.from_config_file(path / "config.json"))
+        from engine.modules.skip_init import skip_random_init
+
+        with skip_random_init():   # every weight is loaded strictly below
+            model = cls(BertShape.from_config_file(path / "config.json"))
         state = {k.removeprefix("bert."): v for k, v in load_file(path / "model.safetensors").items()
                  if not k.startswith(("pooler.", "cls."))}
         state.pop("embeddings.position_ids", None)

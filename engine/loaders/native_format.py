@@ -33,6 +33,7 @@ from engine.loaders.text_encoders import KINDS as TEXT_ENCODER_KINDS
 from engine.loaders.text_encoders import build_text_encoder
 from engine.models.encodec import CodecConfig, EncodecModel, InterleavedStereoCodec
 from engine.models.lm import LMConfig, LMModel
+from engine.modules.skip_init import skip_random_init
 
 FORMAT = "barforge"
 VERSION = 1
@@ -190,7 +191,8 @@ def native_parts(directory: str | Path, name: str) -> ModelParts:
     """The parts of the native checkpoint in ``directory`` (every sha256 checked)."""
     directory = Path(directory)
     ckpt = load_native(directory)
-    codec = EncodecModel(CodecConfig.from_dict(ckpt.codec_config))
+    with skip_random_init():   # every weight is loaded strictly below
+        codec = EncodecModel(CodecConfig.from_dict(ckpt.codec_config))
     _load_state(codec, ckpt.codec_state, f"{name}: codec.safetensors")
     codec.eval()
     ar_lm = None
@@ -208,7 +210,8 @@ def native_parts(directory: str | Path, name: str) -> ModelParts:
 
 
 def _lm(config: dict[str, Any], state: dict[str, torch.Tensor], what: str) -> LMModel:
-    lm = LMModel(LMConfig.from_dict(config))
+    with skip_random_init():   # every weight is loaded strictly below
+        lm = LMModel(LMConfig.from_dict(config))
     _load_state(lm, state, what)
     return lm.eval()
 
