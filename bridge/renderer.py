@@ -22,7 +22,6 @@ from bridge.persistence import ClipStore
 from engine.tempo import Tempo
 
 log = logging.getLogger("bridge.renderer")
-CAPTURE_MAX_BLOCK = 8192  # barforge_shm.h BF_CAPTURE_MAX_BLOCK: a reader leaves this much alone
 
 
 class NoCapture(Exception):
@@ -152,7 +151,7 @@ class Renderer:
 
     def segment_capture_capacity(self) -> int:
         """Frames of the ring a read may take (the block being written is left alone)."""
-        return int(self.segment.layout.capture_capacity_frames) - CAPTURE_MAX_BLOCK
+        return int(self.segment.layout.capture_readable_frames)
 
     def _beat_now(self, end_frame: int, beat_at_end: float, read_at: float, bpm: Fraction) -> float:
         """The session beat now: from the ring if the host kept writing, else extrapolated."""

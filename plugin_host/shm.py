@@ -49,6 +49,12 @@ class Layout:
     capture_offset: int
     total_bytes: int
 
+    @property
+    def capture_readable_frames(self) -> int:
+        """Frames of the capture ring a read may take: the block being written
+        (BF_CAPTURE_MAX_BLOCK, barforge_shm.h) is left alone."""
+        return self.capture_capacity_frames - lib.BF_CAPTURE_MAX_BLOCK
+
 
 @dataclass(frozen=True)
 class Clip:
@@ -257,7 +263,7 @@ class ServerSegment(_Segment):
         most capacity - 8192); None when nothing was captured since the last reset. A copy that
         the writer overran is retried for up to a second, then raises CaptureOverrun."""
         seg = self._live()
-        n = max(0, min(frames, self.layout.capture_capacity_frames - lib.BF_CAPTURE_MAX_BLOCK))
+        n = max(0, min(frames, self.layout.capture_readable_frames))
         out = np.empty((n, self.layout.max_channels), dtype=np.float32)
         st = ffi.new("bf_capture_state *")
         ptr = ffi.cast("float *", ffi.from_buffer(out))
