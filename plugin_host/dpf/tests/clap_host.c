@@ -27,6 +27,7 @@
 #include "rt_probe.h"
 
 #define BLOCK 1024
+#include "host_common.h"
 #define PLAYER_ID "dev.barforge.player"
 #define GENERATE_PARAM 1 /* DPF: parameter id = index (BarforgePlayer.cpp) */
 #define TICKS 1920.0
@@ -64,16 +65,14 @@ static bool out_push(const clap_output_events_t *l, const clap_event_header_t *e
 int main(int argc, char **argv)
 {
     rt_probe_resolve();
-    if (argc < 7) {
-        fprintf(stderr, "usage: clap_host PLUGIN.clap RATE BPM BEATS_PER_BAR BLOCKS OUT.f32|- [stress]\n");
+    struct host_args args;
+    if (host_args_parse(argc, argv, "clap_host PLUGIN.clap RATE BPM BEATS_PER_BAR BLOCKS OUT.f32|- [stress]", &args))
         return 2;
-    }
-    const double rate = atof(argv[2]);
-    double bpm = atof(argv[3]);
-    const int bpb = atoi(argv[4]);
-    const long blocks = atol(argv[5]);
-    const int stress = argc > 7 && strcmp(argv[7], "stress") == 0;
-    FILE *out = strcmp(argv[6], "-") ? fopen(argv[6], "wb") : NULL;
+    const double rate = args.rate;
+    double bpm = args.bpm; /* stress changes it */
+    const int bpb = args.beats_per_bar, stress = args.stress;
+    const long blocks = args.blocks;
+    FILE *out = args.out;
 
     void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
     const clap_plugin_entry_t *entry = lib ? dlsym(lib, "clap_entry") : NULL;
@@ -100,7 +99,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    static float in_l[BLOCK], in_r[BLOCK], out_l[BLOCK], out_r[BLOCK], inter[2 * BLOCK];
+    static float in_l[BLOCK], in_r[BLOCK], out_l[BLOCK], out_r[BLOCK];
     float *ins[2] = {in_l, in_r}, *outs[2] = {out_l, out_r};
     clap_audio_buffer_t ain = {.data32 = ins, .channel_count = 2};
     clap_audio_buffer_t aout = {.data32 = outs, .channel_count = 2};
@@ -137,32 +136,17 @@ int main(int argc, char **argv)
             .tempo = bpm, .bar_start = llround(bar * bpb * (double)CLAP_BEATTIME_FACTOR),
             .bar_number = (int32_t)bar, .tsig_num = (uint16_t)bpb, .tsig_denom = 4};
         proc.steady_time = (int64_t)b * BLOCK;
-        for (int f = 0; f < BLOCK; ++f) {
-            in_l[f] = (float)((b * BLOCK + f) % 1000) / 1000.0f;
-            in_r[f] = -in_l[f];
-        }
+        host_fill_input(in_l, in_r, b);
         rt_probe_in_rt = 1;
         plugin->process(plugin, &proc);
         rt_probe_in_rt = 0;
         beat += BLOCK * bpm / (60.0 * rate);
-        if (out) {
-            for (int f = 0; f < BLOCK; ++f) {
-                inter[2 * f] = out_l[f];
-                inter[2 * f + 1] = out_r[f];
-            }
-            fwrite(inter, sizeof(float), 2 * BLOCK, out);
-        }
+        host_write_block(out, out_l, out_r);
     }
     plugin->stop_processing(plugin);
     plugin->deactivate(plugin);
     plugin->destroy(plugin);
     entry->deinit();
-    if (out)
-        fclose(out);
-    printf("ok rt");
-    for (int k = 0; k < RT_PROBE_N; ++k)
-        if (rt_probe_counts[k])
-            printf(" %s=%lu", rt_probe_names[k], rt_probe_counts[k]);
-    printf(" probe=%lu blocks=%ld\n", probe, blocks);
+    host_finish(out, probe, blocks);
     return 0;
 }

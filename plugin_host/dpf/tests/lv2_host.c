@@ -36,6 +36,7 @@
 #include "rt_probe.h"
 
 #define BLOCK 1024
+#include "host_common.h"
 #define PLAYER_URI "http://barforge.dev/plugins/player"
 #define TICKS 1920.0
 /* Port indices of the DPF build (BarforgePlayer_dsp.ttl). */
@@ -117,18 +118,16 @@ static const void *retrieve(LV2_State_Handle h, uint32_t key, size_t *size, uint
 int main(int argc, char **argv)
 {
     rt_probe_resolve();
-    if (argc < 7) {
-        fprintf(stderr, "usage: lv2_host PLUGIN_dsp.so RATE BPM BEATS_PER_BAR BLOCKS OUT.f32|- [stress [PROMPT]]\n");
+    struct host_args args;
+    if (host_args_parse(argc, argv, "lv2_host PLUGIN_dsp.so RATE BPM BEATS_PER_BAR BLOCKS OUT.f32|- [stress [PROMPT]]", &args))
         return 2;
-    }
-    const double rate = atof(argv[2]);
-    double bpm = atof(argv[3]);
-    const int bpb = atoi(argv[4]);
-    const long blocks = atol(argv[5]);
-    const int stress = argc > 7 && strcmp(argv[7], "stress") == 0;
+    const double rate = args.rate;
+    double bpm = args.bpm; /* stress changes it */
+    const int bpb = args.beats_per_bar, stress = args.stress;
+    const long blocks = args.blocks;
     const char *prompt = argc > 8 ? argv[8] : "stress";
     const int roundtrip = argc > 9 && strcmp(argv[9], "roundtrip") == 0;
-    FILE *out = strcmp(argv[6], "-") ? fopen(argv[6], "wb") : NULL;
+    FILE *out = args.out;
 
     void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
     LV2_Descriptor_Function df = lib ? (LV2_Descriptor_Function)dlsym(lib, "lv2_descriptor") : NULL;
@@ -194,7 +193,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "instantiate failed\n");
         return 1;
     }
-    static float in[2][BLOCK], outb[2][BLOCK], inter[2 * BLOCK];
+    static float in[2][BLOCK], outb[2][BLOCK];
     static uint8_t events_in[16384], events_out[16384];
     float ports[N_PORTS] = {[BARS] = 4, [SLOT] = -1, [BPM] = 120, [BEATS_PER_BAR] = 4, [CAPTURE] = 1};
     for (uint32_t p = 0; p < N_PORTS; ++p)
@@ -285,23 +284,11 @@ int main(int argc, char **argv)
         work_used = 0;
         beat += BLOCK * bpm / (60.0 * rate);
         frame += BLOCK;
-        if (out) {
-            for (int f = 0; f < BLOCK; ++f) {
-                inter[2 * f] = outb[0][f];
-                inter[2 * f + 1] = outb[1][f];
-            }
-            fwrite(inter, sizeof(float), 2 * BLOCK, out);
-        }
+        host_write_block(out, outb[0], outb[1]);
     }
     if (d->deactivate)
         d->deactivate(h);
     d->cleanup(h);
-    if (out)
-        fclose(out);
-    printf("ok rt");
-    for (int k = 0; k < RT_PROBE_N; ++k)
-        if (rt_probe_counts[k])
-            printf(" %s=%lu", rt_probe_names[k], rt_probe_counts[k]);
-    printf(" probe=%lu blocks=%ld\n", probe, blocks);
+    host_finish(out, probe, blocks);
     return 0;
 }

@@ -31,6 +31,7 @@ typedef struct v3_timer_handler v3_timer_handler;
 #include "rt_probe.h"
 
 #define BLOCK 1024
+#include "host_common.h"
 #define TICKS 1920.0
 
 /* ---- one parameter change (Generate = 1 at frame 0): the two interfaces process() reads -- */
@@ -143,16 +144,14 @@ static long find_param(struct v3_edit_controller **ctl, const char *title)
 int main(int argc, char **argv)
 {
     rt_probe_resolve();
-    if (argc < 7) {
-        fprintf(stderr, "usage: vst3_host PLUGIN.so RATE BPM BEATS_PER_BAR BLOCKS OUT.f32|- [stress]\n");
+    struct host_args args;
+    if (host_args_parse(argc, argv, "vst3_host PLUGIN.so RATE BPM BEATS_PER_BAR BLOCKS OUT.f32|- [stress]", &args))
         return 2;
-    }
-    const double rate = atof(argv[2]);
-    double bpm = atof(argv[3]);
-    const int bpb = atoi(argv[4]);
-    const long blocks = atol(argv[5]);
-    const int stress = argc > 7 && strcmp(argv[7], "stress") == 0;
-    FILE *out = strcmp(argv[6], "-") ? fopen(argv[6], "wb") : NULL;
+    const double rate = args.rate;
+    double bpm = args.bpm; /* stress changes it */
+    const int bpb = args.beats_per_bar, stress = args.stress;
+    const long blocks = args.blocks;
+    FILE *out = args.out;
 
     void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
     bool (*entry)(void *) = lib ? (bool (*)(void *))dlsym(lib, "ModuleEntry") : NULL;
@@ -220,7 +219,7 @@ int main(int argc, char **argv)
     (*comp)->set_active(comp, 1);
     (*proc)->set_processing(proc, 1);
 
-    static float in_l[BLOCK], in_r[BLOCK], out_l[BLOCK], out_r[BLOCK], inter[2 * BLOCK];
+    static float in_l[BLOCK], in_r[BLOCK], out_l[BLOCK], out_r[BLOCK];
     float *ins[2] = {in_l, in_r}, *outs[2] = {out_l, out_r};
     struct v3_audio_bus_buffers in_bus = {.num_channels = 2, .channel_buffers_32 = ins};
     struct v3_audio_bus_buffers out_bus = {.num_channels = 2, .channel_buffers_32 = outs};
@@ -258,22 +257,13 @@ int main(int argc, char **argv)
         ctx.bpm = bpm;
         ctx.time_sig_numerator = bpb;
         ctx.time_sig_denom = 4;
-        for (int f = 0; f < BLOCK; ++f) {
-            in_l[f] = (float)((b * BLOCK + f) % 1000) / 1000.0f;
-            in_r[f] = -in_l[f];
-        }
+        host_fill_input(in_l, in_r, b);
         rt_probe_in_rt = 1;
         (*proc)->process(proc, &data);
         rt_probe_in_rt = 0;
         beat += BLOCK * bpm / (60.0 * rate);
         frame += BLOCK;
-        if (out) {
-            for (int f = 0; f < BLOCK; ++f) {
-                inter[2 * f] = out_l[f];
-                inter[2 * f + 1] = out_r[f];
-            }
-            fwrite(inter, sizeof(float), 2 * BLOCK, out);
-        }
+        host_write_block(out, out_l, out_r);
     }
     (*proc)->set_processing(proc, 0);
     (*comp)->set_active(comp, 0);
@@ -284,12 +274,6 @@ int main(int argc, char **argv)
     (*proc)->unref(proc);
     (*comp)->terminate(comp);
     (*comp)->unref(comp);
-    if (out)
-        fclose(out);
-    printf("ok rt");
-    for (int k = 0; k < RT_PROBE_N; ++k)
-        if (rt_probe_counts[k])
-            printf(" %s=%lu", rt_probe_names[k], rt_probe_counts[k]);
-    printf(" probe=%lu blocks=%ld\n", probe, blocks);
+    host_finish(out, probe, blocks);
     return 0;
 }
