@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._common import append_results  # noqa: E402
+from engine.decoding.options import MODES  # noqa: E402
 
 PROMPT = "boom-bap drums with upright bass and rhodes, C minor. bpm: 120.0. key: c minor"
-MODES = ("ar", "magnet", "hybrid")
 
 
 def run_one(model: str, provider: str, threads: int, reps: int) -> dict:

@@ -20,6 +20,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 from bridge import osc_wire
 from engine import tempo
+from engine.decoding.options import MODES
 
 log = logging.getLogger("bridge.protocol")
 PROTOCOL_VERSION = 1
@@ -27,7 +28,6 @@ PREFIX = "/barforge/"
 JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 PRESET_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_PROMPT_CHARS = 2000
-MODES = ("ar", "magnet", "hybrid")
 INT32 = (-2**31, 2**31 - 1)
 
 
