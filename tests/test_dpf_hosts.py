@@ -62,6 +62,27 @@ def publish(seg, bpm, bpb) -> np.ndarray:
     return clip
 
 
+def _with_fake_server(quiet_s: float, run):
+    """``run(port)`` with a UDP socket on ``port`` standing in for the server: its result and
+    the /barforge/generate datagrams that arrived until none came for ``quiet_s``."""
+    osc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    osc.bind(("127.0.0.1", 0))
+    osc.settimeout(quiet_s)
+    generate = []
+    try:
+        result = run(osc.getsockname()[1])
+        try:
+            while True:
+                msg = osc.recv(2048)
+                if msg.startswith(b"/barforge/generate"):
+                    generate.append(msg)
+        except socket.timeout:
+            pass
+    finally:
+        osc.close()
+    return result, generate
+
+
 @pytest.mark.parametrize("kind", list(FORMATS))
 @pytest.mark.parametrize("bpm,bpb", [(120.0, 4), (97.0, 4), (140.0, 3)])
 def test_the_clip_lands_on_the_bar_grid(hosts, dpf_bundles, segment, tmp_path, kind, bpm, bpb):
@@ -80,22 +101,9 @@ def test_process_never_allocates_locks_logs_or_makes_system_calls(hosts, dpf_bun
                                                                    kind):
     publish(segment, 120.0, 4)
     segment.reset_capture(RATE)
-    osc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    osc.bind(("127.0.0.1", 0))
-    osc.settimeout(2.0)
-    try:
-        stats = run_host(hosts, dpf_bundles, kind, segment, 120.0, 4, 10000, "-", "stress",
-                         "a prompt set without a UI", osc_port=osc.getsockname()[1])
-        generate = []
-        try:
-            while True:
-                msg = osc.recv(2048)
-                if msg.startswith(b"/barforge/generate"):
-                    generate.append(msg)
-        except socket.timeout:
-            pass
-    finally:
-        osc.close()
+    stats, generate = _with_fake_server(2.0, lambda port: run_host(
+        hosts, dpf_bundles, kind, segment, 120.0, 4, 10000, "-", "stress",
+        "a prompt set without a UI", osc_port=port))
     counts = dict(re.findall(r"(\w+)=(\d+)", stats))
     assert int(counts.pop("probe")) > 0, "the interposition saw nothing: the check is blind"
     assert counts.pop("blocks") == "10000"
@@ -117,20 +125,7 @@ def test_lv2_prompt_is_state_saved_and_restored_with_the_session(hosts, dpf_bund
     """The prompt set in one instance (a patch:Set, as a generic host sends it), saved through
     the LV2 state interface and restored into a new instance, is the prompt that instance
     sends with Generate: what a DAW does when it saves a session and loads it again."""
-    osc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    osc.bind(("127.0.0.1", 0))
-    osc.settimeout(1.0)
-    try:
-        run_host(hosts, dpf_bundles, "LV2", segment, 120.0, 4, 2000, "-", "stress",
-                 "saved with the session", "roundtrip", osc_port=osc.getsockname()[1])
-        prompts = []
-        try:
-            while True:
-                msg = osc.recv(2048)
-                if msg.startswith(b"/barforge/generate"):
-                    prompts.append(msg)
-        except socket.timeout:
-            pass
-    finally:
-        osc.close()
+    _, prompts = _with_fake_server(1.0, lambda port: run_host(
+        hosts, dpf_bundles, "LV2", segment, 120.0, 4, 2000, "-", "stress",
+        "saved with the session", "roundtrip", osc_port=port))
     assert prompts and all(b"\0saved with the session\0" in m for m in prompts)

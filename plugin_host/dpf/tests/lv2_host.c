@@ -43,21 +43,7 @@
 enum { IN_L, IN_R, OUT_L, OUT_R, EVENTS_IN, EVENTS_OUT, LATENCY, BARS, GENERATE, CONTINUE,
        SLOT, BPM, BEATS_PER_BAR, CAPTURE, PLAYING, N_PORTS };
 
-#define MAX_URIS 256
-static char *uri_table[MAX_URIS];
-static uint32_t n_uris;
-
-static LV2_URID map_uri(LV2_URID_Map_Handle handle, const char *uri)
-{
-    (void)handle;
-    for (uint32_t i = 0; i < n_uris; ++i)
-        if (strcmp(uri_table[i], uri) == 0)
-            return i + 1;
-    if (n_uris == MAX_URIS)
-        return 0;
-    uri_table[n_uris] = strdup(uri);
-    return ++n_uris;
-}
+#include "urid_map.h"
 
 /* The worker's queue: filled by schedule_work (from run()), drained after run(). */
 static uint8_t work_buf[65536];

@@ -61,23 +61,7 @@
 #define N_PORTS 13
 enum { IN_L, IN_R, OUT_L, OUT_R, CONTROL, PLAYING = 12 };
 
-/* ---- urid:map: a table ------------------------------------------------------------- */
-
-#define MAX_URIS 256
-static char *uri_table[MAX_URIS];
-static uint32_t n_uris;
-
-static LV2_URID map_uri(LV2_URID_Map_Handle handle, const char *uri)
-{
-    (void)handle;
-    for (uint32_t i = 0; i < n_uris; ++i)
-        if (strcmp(uri_table[i], uri) == 0)
-            return i + 1;
-    if (n_uris == MAX_URIS)
-        return 0;
-    uri_table[n_uris] = strdup(uri);
-    return ++n_uris;
-}
+#include "urid_map.h"
 
 /* ---- worker: fixed queues, run synchronously after run() --------------------------- */
 
