@@ -441,6 +441,27 @@ def test_masked_modes_render_past_one_segment_in_overlapping_windows():
     assert model.generate(["x"], return_tokens=True)[1].shape == (1, 4, 450)
 
 
+@pytest.mark.parametrize("seconds", [10.5, 12.0, 15.98, 16.0, 21.0])
+def test_the_last_window_is_only_as_long_as_the_piece_needs(seconds):
+    from engine.api import debug_magnet
+    model = debug_magnet()                         # 500-frame segment, windows step 300 frames
+    model.set_generation_params(duration=seconds, mode="magnet", decoding_steps=(1, 1, 1, 1),
+                                seed=4)
+    recorder = PassRecorder(model.lm)
+    codes = model.generate(["x"], return_tokens=True)[1]
+    span = model.generation_params.span_len
+    T = segment_frames(round(seconds * 50), span)
+    W = segment_frames(500, span)
+    expected, end = [W], W                          # window w starts at 300 w, ends at a span
+    while end < T:
+        start = end - (W - 300)
+        expected.append(min(W, -(-(T - start) // span) * span))
+        end = start + expected[-1]
+    lengths = [tokens.shape[-1] for tokens, _ in recorder.calls]
+    assert codes.shape[-1] == T and len(expected) >= 2
+    assert lengths == [n for n in expected for _ in range(4)]     # 4 passes a window
+
+
 def test_hybrid_clip_shorter_than_the_default_prefix_takes_half_of_it_autoregressively():
     from engine.api import debug_magnet
     model = debug_magnet()

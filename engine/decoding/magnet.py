@@ -245,7 +245,8 @@ def generate_magnet_windows(backend: StepBackend, cond: ConditionTensors, params
     :func:`generate_magnet` segment when T fits ``window_frames``, else MusicGen's extend scheme
     on the masked loop. Each next window starts ``stride_frames`` after the previous one and
     keeps its last ``window - stride`` frames as a frozen prompt (with the beat phase moved on
-    and the seed advanced, so windows do not repeat each other's draws). A ``prompt`` longer
+    and the seed advanced, so windows do not repeat each other's draws); the last window ends
+    at the last whole span the piece needs. A ``prompt`` longer
     than that overlap is context only through its last overlap frames; the result still starts
     with all of it. Rescoring is per segment: it is refused past one window.
     """
@@ -286,8 +287,11 @@ def generate_magnet_windows(backend: StepBackend, cond: ConditionTensors, params
     while codes.shape[-1] < T:
         start = codes.shape[-1] - overlap
         seed = None if params.seed is None else params.seed + index
+        # the last window is only as long as it must be (as the AR loop's last window): every
+        # pass costs its length, and at 90 BPM 4 bars pass one 10 s segment by 0.67 s
+        n = min(W, -(-(T - start) // span) * span)
         window = generate_magnet(backend, cond.at_frame(start), replace(params, seed=seed),
-                                 batch=batch, cfg=cfg, n_frames=W, attn_band=attn_band,
+                                 batch=batch, cfg=cfg, n_frames=n, attn_band=attn_band,
                                  prompt=codes[..., start:], progress_callback=progress)
         codes = torch.cat([codes, window[..., overlap:]], dim=-1)
         done += params.total_steps
