@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from engine.loaders.lm_checkpoint import load_lm_checkpoint
+from tests.audiocraft_layout import write_audiocraft_lm
 
 transformers = pytest.importorskip("transformers")
 spm = pytest.importorskip("sentencepiece")
@@ -116,42 +117,9 @@ def test_hf_full_model_logits_match_from_text(hf_dir):
 
 
 def _write_audiocraft(directory, model, n_q=K, channels=1):
-    """The HF model's weights under audiocraft's names, with an xp.cfg, as export_lm writes."""
-    dec = model.decoder.model.decoder
-    state = {}
-    for k in range(n_q):
-        state[f"emb.{k}.weight"] = dec.embed_tokens[k].weight
-        state[f"linears.{k}.weight"] = model.decoder.lm_heads[k].weight
-    for i, layer in enumerate(dec.layers):
-        p = f"transformer.layers.{i}."
-        for ours, theirs in (("self_attn", layer.self_attn), ("cross_attention", layer.encoder_attn)):
-            state[p + ours + ".in_proj_weight"] = torch.cat(
-                [theirs.q_proj.weight, theirs.k_proj.weight, theirs.v_proj.weight])
-            state[p + ours + ".out_proj.weight"] = theirs.out_proj.weight
-        for ours, theirs in (("norm1", layer.self_attn_layer_norm),
-                             ("norm_cross", layer.encoder_attn_layer_norm),
-                             ("norm2", layer.final_layer_norm)):
-            state[p + ours + ".weight"], state[p + ours + ".bias"] = theirs.weight, theirs.bias
-        state[p + "linear1.weight"], state[p + "linear2.weight"] = layer.fc1.weight, layer.fc2.weight
-    state["out_norm.weight"], state["out_norm.bias"] = dec.layer_norm.weight, dec.layer_norm.bias
-    proj = "condition_provider.conditioners.description.output_proj."
-    state[proj + "weight"], state[proj + "bias"] = model.enc_to_dec_proj.weight, model.enc_to_dec_proj.bias
-    xp = {"lm_model": "transformer_lm", "channels": channels, "sample_rate": 32000,
-          "compression_model_checkpoint": "//pretrained/facebook/encodec_32khz",
-          "transformer_lm": {"dim": DIM, "num_heads": HEADS, "num_layers": LAYERS,
-                             "hidden_scale": 4, "n_q": n_q, "card": CARD, "causal": True,
-                             "norm_first": True, "bias_ff": False, "bias_attn": False,
-                             "bias_proj": False, "positional_embedding": "sin",
-                             "norm": "layer_norm", "activation": "gelu"},
-          "fuser": {"cross": ["description"], "prepend": [], "sum": []},
-          "conditioners": {"description": {"model": "t5", "t5": {"name": "t5-base"}}},
-          "classifier_free_guidance": {"inference_coef": 3.0},
-          "generate": {"lm": {"use_sampling": True, "temp": 1.0, "top_k": 250, "top_p": 0.0}}}
-    directory.mkdir(parents=True, exist_ok=True)
-    pkg = {"best_state": {k: v.detach().clone() for k, v in state.items()},
-           "xp.cfg": yaml.safe_dump(xp), "version": "1.0", "exported": True}
-    torch.save(pkg, directory / "state_dict.bin")
-    return directory / "state_dict.bin"
+    """The HF model's weights under audiocraft's names, with an xp.cfg, as audiocraft exports."""
+    assert model.decoder.config.num_codebooks == n_q
+    return write_audiocraft_lm(directory, model, channels=channels)
 
 
 def test_audiocraft_layout_gives_the_same_logits(hf_dir, tmp_path, monkeypatch):
@@ -247,20 +215,26 @@ def test_shape_mismatch_is_refused_naming_the_tensor(hf_dir, tmp_path):
         load_lm_checkpoint(file, load_text_encoder=False)
 
 
-def test_hf_melody_logits_match_with_the_prepended_condition(tmp_path):
-    torch.manual_seed(4)
+def hf_melody_dir(directory, seed=4, chroma_length=6, max_positions=128):
+    """A tiny random ``MusicgenMelodyForConditionalGeneration`` saved with its tokenizer."""
+    torch.manual_seed(seed)
     t5, enc, _ = _hf_configs()
     dec = transformers.MusicgenMelodyDecoderConfig(
         vocab_size=CARD, hidden_size=DIM, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-        ffn_dim=4 * DIM, num_codebooks=K, max_position_embeddings=128,
+        ffn_dim=4 * DIM, num_codebooks=K, max_position_embeddings=max_positions,
         pad_token_id=CARD, bos_token_id=CARD, decoder_start_token_id=CARD)
     model = transformers.MusicgenMelodyForConditionalGeneration(
         transformers.MusicgenMelodyConfig(text_encoder=t5.to_dict(), audio_encoder=enc.to_dict(),
                                           decoder=dec.to_dict(), num_chroma=12,
-                                          chroma_length=6)).eval()
+                                          chroma_length=chroma_length)).eval()
     _randomize_norms(model)
-    model.save_pretrained(tmp_path)
-    _tokenizer(tmp_path)
+    model.save_pretrained(directory)
+    _tokenizer(directory)
+    return model
+
+
+def test_hf_melody_logits_match_with_the_prepended_condition(tmp_path):
+    model = hf_melody_dir(tmp_path)
     loaded = load_lm_checkpoint(tmp_path)
     assert loaded.family == "musicgen-melody" and loaded.lm.cfg.cond_dim == 0
     assert loaded.extra["chroma_length"] == 6

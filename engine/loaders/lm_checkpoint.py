@@ -7,7 +7,9 @@ Accepted (local files only, nothing is downloaded):
 - a Hugging Face ``MusicgenMelodyForConditionalGeneration`` directory (no cross-attention:
   chroma and text are projected and prepended);
 - an audiocraft ``state_dict.bin`` ({'best_state', 'xp.cfg' YAML}), or a directory holding one
-  (MusicGen and MAGNeT; mono and stereo). Its T5 comes from ``t5_dir`` or ``$BARFORGE_T5_DIR``.
+  (MusicGen, MusicGen-Melody and MAGNeT; mono and stereo). Its T5 comes from ``t5_dir`` or
+  ``$BARFORGE_T5_DIR``. A melody checkpoint (``fuser.prepend: [self_wav, description]``, a
+  ``chroma_stem`` conditioner) is the HF melody layout under audiocraft's names.
 
 Key mapping HF -> ours (transformers' convert_musicgen_transformers.py, reversed):
 ``decoder.model.decoder.embed_tokens.k`` -> ``emb.k``; ``...layers.N.self_attn.{q,k,v}_proj``
@@ -16,7 +18,8 @@ Key mapping HF -> ours (transformers' convert_musicgen_transformers.py, reversed
 ``norm1 / norm_cross / norm2``; ``fc1/fc2`` -> ``linear1/2``; ``layer_norm`` -> ``out_norm``;
 ``decoder.lm_heads.k`` -> ``linears.k``; ``enc_to_dec_proj`` -> ``cond_proj`` (melody:
 ``prefix_text_proj``), ``audio_enc_to_dec_proj`` -> ``chroma_proj``. audiocraft's names are
-ours, but ``condition_provider.conditioners.description.output_proj`` -> ``cond_proj``.
+ours, but ``condition_provider.conditioners.description.output_proj`` -> ``cond_proj`` (melody:
+``prefix_text_proj``) and ``...self_wav.output_proj`` -> ``chroma_proj``.
 The codec weights are left to engine/loaders/codec_checkpoint.py (``LoadedLM.load_codec``).
 """
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any, Mapping
 import torch
 import yaml
 
+from engine.conditioners.chroma import N_CHROMA
 from engine.conditioners.text import T5TextEncoder, TextEncoder
 from engine.config_dict import check_int
 from engine.loaders.codec_checkpoint import load_codec
@@ -287,6 +291,49 @@ def _check_audiocraft_lm(tl: Mapping[str, Any], source: str) -> None:
                              f"(expected {want!r})")
 
 
+TEXT_PROJ = "condition_provider.conditioners.description.output_proj."
+CHROMA_PROJ = "condition_provider.conditioners.self_wav.output_proj."
+CHROMA_WINDOW = "condition_provider.conditioners.self_wav.chroma.spec.window"
+# audiocraft's chroma2music conditioner, the one our ChromaExtractor computes
+MELODY_PREPEND = ["self_wav", "description"]
+CHROMA_STEM = {"n_chroma": N_CHROMA, "radix2_exp": 14, "argmax": True}
+
+
+def _audiocraft_melody(xp: Mapping[str, Any], fuser: Mapping[str, Any], source: str) -> bool:
+    """Whether xp.cfg describes a MusicGen-Melody (chroma then text prepended); ValueError for
+    any other prepend/sum fusion or a chroma conditioner ours does not compute."""
+    if fuser.get("sum") or fuser.get("input_interpolate"):
+        raise ValueError(f"{source}: conditions fused by sum/input_interpolate are not supported")
+    prepend = list(fuser.get("prepend") or [])
+    if not prepend:
+        return False
+    if prepend != MELODY_PREPEND or fuser.get("cross"):
+        raise ValueError(f"{source}: fuser.prepend {prepend} with cross {fuser.get('cross')} is "
+                         f"not supported (melody models prepend {MELODY_PREPEND}, cross [])")
+    wav = ((xp.get("conditioners") or {}).get("self_wav") or {})
+    if wav.get("model") != "chroma_stem":
+        raise ValueError(f"{source}: conditioners.self_wav.model {wav.get('model')!r} is not "
+                         "supported (chroma_stem)")
+    stem = wav.get("chroma_stem") or {}
+    for key, want in CHROMA_STEM.items():
+        if stem.get(key, want) != want:
+            raise ValueError(f"{source}: conditioners.self_wav.chroma_stem.{key} = "
+                             f"{stem[key]!r} is not supported (expected {want!r})")
+    rate = stem.get("sample_rate", "${sample_rate}")
+    if rate not in ("${sample_rate}", xp.get("sample_rate")):
+        raise ValueError(f"{source}: conditioners.self_wav.chroma_stem.sample_rate {rate!r} "
+                         f"differs from the model's sample_rate {xp.get('sample_rate')!r}")
+    return True
+
+
+def _proj_width(state: Mapping[str, torch.Tensor], prefix: str, source: str) -> int:
+    """The input width of the conditioner projection ``prefix`` (weight [D, C] -> C)."""
+    weight = state.get(prefix + "weight")
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise ValueError(f"{source}: missing tensor {prefix + 'weight'!r}")
+    return int(weight.shape[1])
+
+
 def _load_audiocraft(file: Path, t5_dir: str | os.PathLike | None,
                      load_text_encoder: bool) -> LoadedLM:
     pkg = torch_load_checkpoint(file)
@@ -305,36 +352,38 @@ def _load_audiocraft(file: Path, t5_dir: str | os.PathLike | None,
     if lm_model not in ("transformer_lm", "transformer_lm_magnet"):
         raise ValueError(f"{source}: lm_model {lm_model!r} is not supported")
     fuser = xp.get("fuser", {}) or {}
-    if fuser.get("prepend") or fuser.get("sum") or fuser.get("input_interpolate"):
-        raise ValueError(f"{source}: conditions fused by prepend/sum (melody models) are not "
-                         "supported in audiocraft format; use the Hugging Face MusicgenMelody "
-                         "directory")
+    melody = _audiocraft_melody(xp, fuser, source)
     tl = xp.get("transformer_lm")
     if not isinstance(tl, Mapping):
         raise ValueError(f"{source}: xp.cfg has no transformer_lm section")
     _check_audiocraft_lm(tl, source)
-    proj_key = "condition_provider.conditioners.description.output_proj.weight"
     cross = "description" in (fuser.get("cross") or [])
-    cond_dim = int(state[proj_key].shape[1]) if cross and proj_key in state else 0
-    if cross and not cond_dim:
-        raise ValueError(f"{source}: missing tensor {proj_key!r}")
+    text_dim = _proj_width(state, TEXT_PROJ, source) if cross or melody else 0
     cfg = LMConfig(n_q=_int(tl, "n_q", source), card=_int(tl, "card", source),
                    dim=_int(tl, "dim", source), num_heads=_int(tl, "num_heads", source),
                    num_layers=_int(tl, "num_layers", source),
                    hidden_scale=_int(tl, "hidden_scale", source) if "hidden_scale" in tl else 4,
-                   cond_dim=cond_dim, causal=bool(tl.get("causal", True)),
-                   max_period=float(tl.get("max_period", 10000.0)))
+                   cond_dim=text_dim if cross else 0, causal=bool(tl.get("causal", True)),
+                   max_period=float(tl.get("max_period", 10000.0)),
+                   prefix_text_dim=text_dim if melody else 0,
+                   chroma_bins=_proj_width(state, CHROMA_PROJ, source) if melody else 0)
     channels = int(xp.get("channels", 1))
+    renames = ((TEXT_PROJ, "prefix_text_proj." if melody else "cond_proj."),
+               (CHROMA_PROJ, "chroma_proj."))
     mapped = {}
     for name, tensor in state.items():
-        ours = name.replace("condition_provider.conditioners.description.output_proj.", "cond_proj.")
+        if name == CHROMA_WINDOW:
+            continue  # the STFT window audiocraft's chroma extractor saves; ours computes it
+        ours = name
+        for theirs, new in renames:
+            ours = ours.replace(theirs, new)
         mapped[ours] = (name, tensor)
     lm = _empty_lm(cfg)
     _load_lm(lm, mapped, source)
 
     text_encoder = None
-    if load_text_encoder and cross:
-        text_encoder = _audiocraft_t5(xp, t5_dir, cond_dim, source)
+    if load_text_encoder and text_dim:
+        text_encoder = _audiocraft_t5(xp, t5_dir, text_dim, source)
     magnet = lm_model == "transformer_lm_magnet"
     extra: dict[str, Any] = {"sample_rate": xp.get("sample_rate"),
                              "compression_model_checkpoint": xp.get("compression_model_checkpoint")}
@@ -342,8 +391,9 @@ def _load_audiocraft(file: Path, t5_dir: str | os.PathLike | None,
         extra["span_len"] = (xp.get("masking") or {}).get("span_len", 3)
         extra["subcodes_context"] = tl.get("subcodes_context", 5)
         extra["frame_rate"] = tl.get("compression_model_framerate")
+    family = "magnet" if magnet else "musicgen-melody" if melody else "musicgen"
     return LoadedLM(lm=lm, text_encoder=text_encoder, codec_source=file.parent,
-                    audio_channels=channels, family="magnet" if magnet else "musicgen",
+                    audio_channels=channels, family=family,
                     generation=_audiocraft_generation(xp), extra=extra)
 
 
