@@ -33,8 +33,9 @@ def _in_range(name: str, value: float, low: float, high: float) -> None:
 
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default="default",
-                   help="'default', 'debug', 'debug-magnet', or a checkpoint folder (native, Hugging Face, "
-                        "audiocraft, ONNX bundle); default: %(default)s")
+                   help="'default', 'debug', 'debug-magnet', 'debug-melody', or a checkpoint "
+                        "folder (native, Hugging Face, audiocraft, ONNX bundle); "
+                        "default: %(default)s")
     p.add_argument("--provider", default=None,
                    help="onnxruntime execution provider for an ONNX bundle: cpu, cuda (or "
                         "CPUExecutionProvider, CUDAExecutionProvider); default: CUDA when it "

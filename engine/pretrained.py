@@ -2,7 +2,8 @@
 assemble the parts into the classes the caller names.
 
 - ``"debug"``: a tiny random model built in code with a fixed seed; ``"debug-magnet"``: its
-  MAGNeT sibling (every mode: ar, magnet, hybrid). engine/loaders/debug_parts.py.
+  MAGNeT sibling (every mode: ar, magnet, hybrid); ``"debug-melody"``: its MusicGen-Melody
+  sibling (chroma conditioning). engine/loaders/debug_parts.py.
 - ``"default"``: the shipped model in ``presets/default_model/`` (native format); an error when
   its files are missing.
 - a folder: native (``barforge.json``), Hugging Face ``Musicgen(Melody)ForConditionalGeneration``
@@ -18,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.loaders.debug_parts import debug_magnet_parts, debug_parts
+from engine.loaders.debug_parts import debug_magnet_parts, debug_melody_parts, debug_parts
 from engine.loaders.native_format import is_native_dir, native_parts
 from engine.loaders.parts import ModelParts
 from engine.models.magnet import MAGNeT
@@ -28,7 +29,8 @@ AnyMusicGen = TypeVar("AnyMusicGen", bound=MusicGen)
 AnyMAGNeT = TypeVar("AnyMAGNeT", bound=MAGNeT)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "presets" / "default_model"
-EXPECTED = ("'debug', 'debug-magnet', 'default', or a directory holding barforge.json (barforge native), "
+EXPECTED = ("'debug', 'debug-magnet', 'default', 'debug-melody', or a directory holding "
+            "barforge.json (barforge native), "
             "config.json (Hugging Face MusicGen), state_dict.bin + compression_state_dict.bin "
             "(audiocraft) or manifest.json (ONNX bundle)")
 
@@ -49,6 +51,8 @@ def load_parts(name_or_path: str | os.PathLike, provider: str | None = None) -> 
         return debug_parts()
     if name == "debug-magnet":
         return debug_magnet_parts()
+    if name == "debug-melody":
+        return debug_melody_parts()
     if name == "default":
         if not is_native_dir(DEFAULT_MODEL_DIR):
             raise FileNotFoundError(f"the default model is missing: {DEFAULT_MODEL_DIR} holds no "
@@ -93,7 +97,7 @@ def assemble(parts: ModelParts, musicgen: type[AnyMusicGen],
 def _is_torch_model(name: str) -> bool:
     """Whether ``name`` names a PyTorch model: a built-in name or a folder that is not an ONNX
     bundle (a native checkpoint wins over a manifest, as in load_parts)."""
-    if name in ("debug", "default"):
+    if name in ("debug", "debug-melody", "default"):
         return True
     path = Path(name).expanduser()
     return path.is_dir() and (is_native_dir(path) or not (path / "manifest.json").is_file())

@@ -28,6 +28,8 @@ from export import graphs as G
 from export.manifest import (GraphSpec, check_graph_matches_spec, set_output_shapes,
                              write_manifest)
 from export.fused_attention import fused_attention
+from export.melody import (EXPORT_SIZES as MELODY_EXPORT_SIZES, CHROMA_SEQ_SIZES,
+                           MelodyPrefillGraph, check_melody_exportable, melody_prefill_spec)
 from export.quantize import (PER_STEP_GRAPHS, QUANTIZE_VARIANTS, convert_fp16, quantize_graph,
                              variant_of_graph)
 from export.validate import validate_graph
@@ -124,8 +126,9 @@ def validation_sizes(spec: GraphSpec, window: int) -> list[dict[str, int]]:
         # a key-conditioned cross graph reads text_seq tokens and gives text_seq + 1
         return [{"batch": b, "cond_seq": L, "text_seq": L} for b, L in ((1, 1), (2, 5), (3, 12))]
     base = [(1, 1), (2, 5), (3, 12)]   # (batch, cond_seq)
-    if spec.name == "lm_prefill":
-        return [{"batch": b, "cond_seq": L, "seq": s} for (b, L), s in zip(base, (1, 4, 9))]
+    if spec.name == "lm_prefill":   # text_seq / chroma_seq: a melody LM's prepended condition
+        return [{"batch": b, "cond_seq": L, "text_seq": L, "chroma_seq": c, "seq": s}
+                for (b, L), c, s in zip(base, CHROMA_SEQ_SIZES, (1, 4, 9))]
     if spec.name == "lm_step":
         pasts = sorted({0, 1, window // 2, window - 1})   # from empty to a full window
         return [{"batch": base[i % 3][0], "cond_seq": base[i % 3][1], "past_seq": p}
@@ -145,11 +148,14 @@ def _codec_graphs(codec: nn.Module) -> list[ExportedGraph]:
 
 
 def _lm_graphs(lm: LMModel, role: str, ar: bool, magnet: bool,
-               cross_name: str) -> list[ExportedGraph]:
+               cross_name: str | None) -> list[ExportedGraph]:
     wrappers = {"lm_cross": G.LMCrossGraph, "lm_prefill": G.LMPrefillGraph,
                 "lm_step": G.LMStepGraph, "lm_full": G.LMFullGraph}
     out = []
     for spec in G.lm_specs(lm, magnet=magnet, ar=ar):
+        if spec.name == "lm_prefill" and G.takes_prefix(lm):   # melody: chroma + text prepended
+            out.append(ExportedGraph(melody_prefill_spec(lm), MelodyPrefillGraph(lm).eval(), []))
+            continue
         module = wrappers[spec.name](lm).eval()
         if spec.name in ("lm_cross", "lm_full_cross"):
             spec.name, spec.file = cross_name, f"{cross_name}.onnx"
@@ -176,9 +182,11 @@ def _text_graph(text_encoder: Any, out_dir: Path) -> tuple[ExportedGraph, dict[s
 
 def _lm_header(lm: LMModel, graphs: dict[str, str | None]) -> dict[str, Any]:
     c = lm.cfg
+    melody = {"chroma_bins": c.chroma_bins, "prefix_text_dim": c.prefix_text_dim} \
+        if c.chroma_bins else {}
     return {"num_layers": c.num_layers, "num_heads": c.num_heads, "dim": c.dim,
             "head_dim": c.head_dim, "cond_dim": c.cond_dim, "hidden_dim": c.hidden_scale * c.dim,
-            "n_q": c.n_q, "card": c.card, "graphs": graphs}
+            "n_q": c.n_q, "card": c.card, **melody, "graphs": graphs}
 
 
 def _validate_all(out_dir: Path, graphs: list[ExportedGraph], variant: str,
@@ -239,10 +247,9 @@ def _roles_of(model: Any) -> tuple[str, dict[str, tuple[LMModel, bool, bool]]]:
     if not isinstance(lm, LMModel):
         raise ValueError(f"cannot export {type(model).__name__}: it has no PyTorch LM (a model "
                          "loaded from a bundle is exported already)")
-    if getattr(model, "is_melody", False) or G.takes_prefix(lm):
-        raise ValueError("cannot export a melody (chroma-prefix) model: bundle format v1 has no "
-                         "graph for the chroma/prefix projection")
-    if lm.cond_proj is None:
+    if G.takes_prefix(lm):
+        check_melody_exportable(lm)
+    elif lm.cond_proj is None:
         raise ValueError("cannot export an LM without cross-attention to a text condition")
     if "magnet" not in getattr(model, "supported_modes", ("ar",)):
         return "musicgen", {"ar": (lm, True, False)}
@@ -256,7 +263,7 @@ def _roles_of(model: Any) -> tuple[str, dict[str, tuple[LMModel, bool, bool]]]:
 
 
 EXPORT_SIZES = {"batch": 2, "cond_seq": 5, "seq": 6, "past_seq": 7, "text_seq": 5,
-                "attn_band": 2, "codebook": 1, "frames": 8}
+                "attn_band": 2, "codebook": 1, "frames": 8, **MELODY_EXPORT_SIZES}
 
 
 def _export_into(work: Path, model: Any, family: str,
@@ -272,10 +279,13 @@ def _export_into(work: Path, model: Any, family: str,
                if family == "magnet" else int(model.max_duration * frame_rate),
                "magnet": int(model.max_duration * frame_rate)}
     for role, (lm, ar, magnet) in roles.items():
-        if lm.cfg.cond_dim != text_info["dim"]:
-            raise ValueError(f"the {role} LM reads text of width {lm.cfg.cond_dim}, the text "
+        text_dim = lm.cfg.cond_dim or lm.cfg.prefix_text_dim
+        if text_dim != text_info["dim"]:
+            raise ValueError(f"the {role} LM reads text of width {text_dim}, the text "
                              f"encoder gives {text_info['dim']}")
-        cross = cross_of.setdefault(id(lm), "lm_cross" if not cross_of else "lm_full_cross")
+        # a melody LM prepends its text in lm_prefill: no cross graph
+        cross = None if G.takes_prefix(lm) else \
+            cross_of.setdefault(id(lm), "lm_cross" if not cross_of else "lm_full_cross")
         lm_graphs = _lm_graphs(lm, role, ar, magnet, cross)
         if any(g.spec.name == cross for g in graphs):   # one LM serving both roles
             lm_graphs = [g for g in lm_graphs if g.spec.name != cross]
@@ -291,7 +301,8 @@ def _export_into(work: Path, model: Any, family: str,
     for role, (lm, _, _) in roles.items():
         for name in ("lm_prefill", "lm_step", "lm_full"):
             int_high[name] = {"input_ids": lm.card + 1}
-        int_high[cross_of[id(lm)]] = {"key": lm.cfg.key_classes + 1}
+        if id(lm) in cross_of:
+            int_high[cross_of[id(lm)]] = {"key": lm.cfg.key_classes + 1}
 
     log(f"exporting {len(graphs)} graphs to {work.name} (opset {opset})")
     for g in graphs:

@@ -163,9 +163,9 @@ def test_export_refuses_a_model_it_cannot_represent(tmp_path, musicgen):
     from dataclasses import replace
 
     from engine.models.lm import LMModel
-    melody = build_debug_model()
+    melody = build_debug_model()   # chroma prepended without the text: not MusicGen-Melody
     melody.lm = LMModel(replace(musicgen.lm.cfg, cond_dim=0, chroma_bins=12))
-    with pytest.raises(ValueError, match="melody"):
+    with pytest.raises(ValueError, match="chroma and text both prepended"):
         export_bundle(melody, tmp_path / "melody", log=lambda s: None)
     assert not (tmp_path / "half").exists() and not (tmp_path / "melody.partial").exists()
 

@@ -21,10 +21,12 @@ import torch
 class ConditionTensors:
     """What the LM is conditioned on, already encoded by the frozen conditioners.
 
-    ``cross``: [B, L, C] text-encoder hidden states (before the LM's own projection) or None.
+    ``cross``: [B, L, C] text-encoder hidden states (before the LM's own projection) or None;
+    a melody LM prepends them (projected) after the chroma instead of cross-attending.
     ``cross_mask``: [B, L] 1 for real tokens, 0 for padding / null condition.
-    ``prefix``: [B, P, D] embeddings prepended to the token sequence (melody chroma, or
-    MusicGen-Melody's prepended text), or None.
+    ``chroma``: [B, T_c, bins] one-hot melody chroma for melody LMs (the backend projects it
+    and the text into the prefix), or None.
+    ``prefix``: [B, P, D] embeddings prepended to the token sequence, already projected, or None.
     ``beat``: [B, 3] (beats per frame, beats per bar, beat position of step 0) for LMs with
     beat conditioning, or None (no tempo). Beats per frame 0 marks a row without tempo.
     ``key``: [B] int64 key classes (engine/conditioners/key.py, 0: none) for LMs with key
@@ -35,6 +37,7 @@ class ConditionTensors:
     cross: torch.Tensor | None
     cross_mask: torch.Tensor | None
     prefix: torch.Tensor | None = None
+    chroma: torch.Tensor | None = None
     beat: torch.Tensor | None = None
     key: torch.Tensor | None = None
 
@@ -49,8 +52,8 @@ class ConditionTensors:
 
     @property
     def batch(self) -> int:
-        t = self.cross if self.cross is not None else self.prefix
-        assert t is not None, "a condition needs cross or prefix tensors"
+        t = next((t for t in (self.cross, self.chroma, self.prefix) if t is not None), None)
+        assert t is not None, "a condition needs cross, chroma or prefix tensors"
         return t.shape[0]
 
 
@@ -60,6 +63,7 @@ class StepBackend(Protocol):
     n_q: int           # K, number of codebooks
     card: int          # codebook size; token id ``card`` is the special / mask token
     special_token_id: int
+    chroma_bins: int   # melody LMs: chroma bins of ``ConditionTensors.chroma``; 0 otherwise
 
     def prepare(self, cond: ConditionTensors) -> Any:
         """Per-generation context: cross-attention keys/values for every layer, computed once."""

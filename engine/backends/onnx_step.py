@@ -108,9 +108,12 @@ class OnnxBackend:
         self.full_session = session(lm["graphs"].get("full"))
         main = self.step_session or self.full_session
         self.reads_beat = main is not None and "beat" in {i.name for i in main.get_inputs()}
-        self.reads_key = "key" in {i.name for i in self.cross_session.get_inputs()}
+        # a melody LM has no cross graph (engine/backends/onnx_melody.py)
+        self.reads_key = self.cross_session is not None and \
+            "key" in {i.name for i in self.cross_session.get_inputs()}
         # what the sessions really run on (onnxruntime's name), reported by /barforge/status
-        self.provider: str = self.cross_session.get_providers()[0]
+        self.provider: str = (self.cross_session or main).get_providers()[0]
+        self.chroma_bins = 0
         L = self.num_layers
         self.past_names = [f"past_key_values.{i}.decoder.{kv}" for i in range(L)
                            for kv in ("key", "value")]
@@ -124,7 +127,7 @@ class OnnxBackend:
     def prepare(self, cond: ConditionTensors) -> OnnxContext:
         """Run lm_cross once: the cross keys/values stay on the device for every step."""
         if cond.prefix is not None:
-            raise ValueError("ONNX bundles carry no prefix (melody) condition")
+            raise ValueError("ONNX bundles take no projected prefix (a melody bundle takes chroma)")
         if cond.cross is None or cond.cross_mask is None:
             raise ValueError("this LM cross-attends: the condition needs cross and cross_mask")
         binding = self.cross_session.io_binding()

@@ -33,6 +33,7 @@ class TorchBackend:
         self.n_q = lm.n_q
         self.card = lm.card
         self.special_token_id = lm.special_token_id
+        self.chroma_bins = lm.cfg.chroma_bins
 
     @torch.inference_mode()
     def prepare(self, cond: ConditionTensors) -> TorchContext:
@@ -44,6 +45,10 @@ class TorchBackend:
             key = cond.key.to(cond.cross.device) if cond.key is not None else None
             cross_kv = self.lm.cross_kv(self.lm.project_condition(cond.cross, cond.cross_mask, key))
         prefix = cond.prefix.to(self.lm.dtype) if cond.prefix is not None else None
+        if prefix is None and self.chroma_bins:   # a melody LM: chroma then text, prepended
+            dev = self.lm.out_norm.weight.device
+            prefix = self.lm.project_prefix(*(None if t is None else t.to(dev)
+                                              for t in (cond.cross, cond.cross_mask, cond.chroma)))
         beat = cond.beat.to(self.lm.out_norm.weight.device) if cond.beat is not None else None
         return TorchContext(cross_kv=cross_kv, prefix=prefix, batch=cond.batch, beat=beat)
 

@@ -1,7 +1,8 @@
 """An exported ONNX bundle (docs/ONNX.md) as ``ModelParts`` whose runtime is onnxruntime.
 
 The manifest is verified first (every file's sha256, engine/loaders/onnx_manifest.py); then
-each LM role's graphs become an ``OnnxBackend`` (engine/backends/onnx_step.py) and the codec and
+each LM role's graphs become an ``OnnxBackend`` (engine/backends/onnx_step.py; a melody LM's an
+``OnnxMelodyBackend``, engine/backends/onnx_melody.py) and the codec and
 text encoder graphs their wrappers (engine/backends/onnx_parts.py), all on one provider.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from engine.backends.onnx_parts import OnnxCodec, load_text_encoder
 from engine.backends.onnx_runtime import choose_provider
+from engine.backends.onnx_melody import OnnxMelodyBackend
 from engine.backends.onnx_step import OnnxBackend
 from engine.loaders.onnx_manifest import read_manifest
 from engine.loaders.parts import FAMILIES, ModelParts
@@ -29,7 +31,8 @@ def open_bundle(bundle_dir: str | Path, provider: str | None = None,
     for role, lm in manifest["lms"].items():
         key = tuple(sorted((k, v) for k, v in lm["graphs"].items() if v))
         if key not in by_graphs:
-            by_graphs[key] = OnnxBackend(bundle_dir, manifest, role, device, threads)
+            kind = OnnxMelodyBackend if lm.get("chroma_bins") else OnnxBackend
+            by_graphs[key] = kind(bundle_dir, manifest, role, device, threads)
         backends[role] = by_graphs[key]
     family = manifest["family"]
     if family not in FAMILIES:

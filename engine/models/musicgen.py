@@ -118,8 +118,8 @@ class MusicGen:
 
     @property
     def is_melody(self) -> bool:
-        """Whether the LM takes chroma (MusicGen-Melody)."""
-        return self.lm is not None and getattr(self.lm.cfg, "chroma_bins", 0) > 0
+        """Whether the LM takes chroma (MusicGen-Melody), in PyTorch or in a bundle."""
+        return getattr(self.backend, "chroma_bins", 0) > 0
 
     @property
     def _device(self) -> torch.device:
@@ -320,19 +320,14 @@ class MusicGen:
         tempo and no key (training drops text, tempo and key together)."""
         hidden, mask = text if text is not None else (None, None)
         if self.is_melody:
-            assert self.lm is not None and chroma is not None
+            assert chroma is not None
             B = chroma.shape[0]
             rows_text, rows_mask, rows_chroma = hidden, mask, chroma
             if cfg:
                 rows_chroma = torch.cat([chroma, null_chroma(B, chroma.shape[1])])
                 if hidden is not None:
                     rows_text, rows_mask = _with_null_rows(hidden), _with_null_rows(mask)
-            dev = self._device
-            with torch.inference_mode():
-                prefix = self.lm.project_prefix(
-                    None if rows_text is None else rows_text.to(dev),
-                    None if rows_mask is None else rows_mask.to(dev), rows_chroma.to(dev))
-            return ConditionTensors(cross=None, cross_mask=None, prefix=prefix)
+            return ConditionTensors(cross=rows_text, cross_mask=rows_mask, chroma=rows_chroma)
         if hidden is None:
             raise ValueError(f"{self.name} has no text encoder and no melody input")
         if cfg:
