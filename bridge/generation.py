@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from bridge.melody import Melody
 from bridge.osc_protocol import Options
 from bridge.presets import Preset
 from engine.decoding.options import api_params
@@ -92,7 +93,7 @@ def _prompt_tensor(audio: np.ndarray) -> torch.Tensor:
 
 def generate_audio(model: Any, settings: Settings, samples: int, sample_rate: int,
                    progress: Progress, tempo: Tempo, prompt: np.ndarray | None = None,
-                   prompt_rate: int | None = None) -> np.ndarray:
+                   prompt_rate: int | None = None, melody: Melody | None = None) -> np.ndarray:
     """Audio [N, C] at the model's rate that holds, resampled to ``sample_rate``, at least
     ``samples`` samples from its start (the prompt's rendering first, when there is one).
 
@@ -100,7 +101,8 @@ def generate_audio(model: Any, settings: Settings, samples: int, sample_rate: in
     the prompt (as ``generate_continuation`` returns it). Past ``model.max_duration`` the model
     extends window by window (audiocraft's ``extend_stride``). ``progress(fraction)`` is called
     at every decoding step and may raise to cancel. ``tempo``: the request's, its
-    ``start_beat`` that of the first frame (the prompt's, when continuing).
+    ``start_beat`` that of the first frame (the prompt's, when continuing). ``melody``: the
+    chroma source of a melody model's generation (its first frame at the clip's first).
     """
     params = settings.model_params()
     model.set_generation_params(**params)   # the mode's own frame multiple for the length
@@ -114,6 +116,11 @@ def generate_audio(model: Any, settings: Settings, samples: int, sample_rate: in
         progress(min(1.0, done / max(total, 1)))
 
     model.set_generation_params(duration=duration, **params)
+    if melody is not None:
+        return _to_numpy(model.generate_with_chroma([settings.description],
+                                                    _prompt_tensor(melody.audio),
+                                                    melody.sample_rate, progress_callback=cb,
+                                                    tempo=tempo))
     if prompt is None:
         return _to_numpy(model.generate([settings.description], progress_callback=cb,
                                         tempo=tempo))

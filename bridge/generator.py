@@ -20,8 +20,8 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 from bridge.continuation import SpeedEstimate
-from bridge.jobs import Cancelled, Job
-from bridge.renderer import NoCapture, Published
+from bridge.jobs import Cancelled, Job, JobRefused
+from bridge.renderer import Published
 
 log = logging.getLogger("bridge.generator")
 POLL_S = 0.01            # how often the server side looks at a job's cancel while waiting
@@ -37,6 +37,7 @@ class ModelInfo:
     supported_modes: tuple[str, ...]
     audio_channels: int
     provider: str
+    is_melody: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,10 @@ class RemoteModel:
     @property
     def provider(self) -> str:
         return self.info.provider
+
+    @property
+    def is_melody(self) -> bool:
+        return self.info.is_melody
 
     def check_generation_params(self, **params: Any) -> None:
         """ValueError for what the model's ``set_generation_params`` would refuse."""
@@ -178,8 +183,8 @@ class GeneratorProcess:
                 return published
             elif kind == "cancelled":
                 raise Cancelled(job.id)
-            elif kind == "no_capture":
-                raise NoCapture(value)
+            elif kind == "refused":
+                raise JobRefused(*value)
             else:
                 raise RuntimeError(value)
 
@@ -265,7 +270,8 @@ def _child_main(conn: Connection, check_conn: Connection, cancel: Any, spec: Spe
     threading.Thread(target=_answer_checks, args=(check_conn, model), name="bridge-checks",
                      daemon=True).start()
     conn.send(("ready", ModelInfo(tuple(model.supported_modes), int(model.audio_channels),
-                                  str(getattr(model, "provider", "torch")))))
+                                  str(getattr(model, "provider", "torch")),
+                                  bool(getattr(model, "is_melody", False)))))
     while True:
         try:
             msg = conn.recv()
@@ -304,8 +310,8 @@ def _render(renderer: Any, job: _ChildJob, settings: Any, conn: Connection) -> t
         published = renderer.render(job, settings, progress)
     except Cancelled:
         return "cancelled", None
-    except NoCapture as e:
-        return "no_capture", str(e)
+    except JobRefused as e:
+        return "refused", (str(e), e.code)
     except Exception as e:  # the server process answers the job "internal"
         log.exception("job %s failed", job.id)
         return "error", f"{type(e).__name__}: {e}"[:300]

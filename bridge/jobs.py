@@ -31,6 +31,24 @@ class Cancelled(Exception):
     """Raised from a progress callback to stop a running job within one decoding step."""
 
 
+class JobRefused(Exception):
+    """An accepted job that cannot be done with what the host provided (an empty slot named as
+    the melody, say); it ends in ``/barforge/error`` with ``code``."""
+
+    code = "bad_argument"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class NoCapture(JobRefused):
+    """Continue (or a capture melody) with no or too little captured audio."""
+
+    code = "no_capture"
+
+
 class Finishing(Exception):
     """The job committed to its result (its clip is being published): too late to cancel."""
 

@@ -29,6 +29,8 @@ JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 PRESET_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_PROMPT_CHARS = 2000
 INT32 = (-2**31, 2**31 - 1)
+MELODY_SOURCES = ("capture", "slot")
+MAX_SLOT = 4095
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ class Options:
     steps: tuple[int, ...] | None = None
     channels: int | None = None
     loudness: float | None = None
+    # the protocol's additive melody extension (docs/PROTOCOL.md, appendix): generate only
+    melody: str | None = None
+    melody_bars: int | None = None
+    melody_slot: int | None = None
 
     def given(self) -> dict[str, Any]:
         """Only the options the request set."""
@@ -182,8 +188,26 @@ def _option(key: str, value: Any, presets: Collection[str] | None) -> tuple[str,
         return key, _int(value, "option channels", 1, 2)
     if key == "loudness":
         return key, _float(value, "option loudness (LUFS)", -70.0, 0.0)
+    if key == "melody":
+        source = _str(value, "option melody", 16)
+        if source not in MELODY_SOURCES:
+            raise _Bad(f"option melody must be one of {', '.join(MELODY_SOURCES)}, got {source!r}")
+        return key, source
+    if key == "melody_bars":
+        return key, _int(value, "option melody_bars", *tempo.BARS_RANGE)
+    if key == "melody_slot":
+        return key, _int(value, "option melody_slot", 0, MAX_SLOT)
     raise _Bad(f"unknown option {key!r:.80}; known: preset, mode, temperature, top_k, top_p, cfg, "
-               "seed, steps, channels, loudness")
+               "seed, steps, channels, loudness, melody, melody_bars, melody_slot")
+
+
+def _check_melody(values: dict[str, Any]) -> None:
+    """melody_bars goes with melody capture, melody_slot with (and only with) melody slot."""
+    source = values.get("melody")
+    if "melody_bars" in values and source != "capture":
+        raise _Bad("option melody_bars needs option melody capture")
+    if ("melody_slot" in values) != (source == "slot"):
+        raise _Bad("option melody slot and option melody_slot go together")
 
 
 def _options(args: list[Any], presets: Collection[str] | None) -> Options:
@@ -197,6 +221,7 @@ def _options(args: list[Any], presets: Collection[str] | None) -> Options:
         if name in values:
             raise _Bad(f"option {name} given twice")
         values[name] = parsed
+    _check_melody(values)
     return Options(**values)
 
 
@@ -239,8 +264,10 @@ def _parse_message(address: str, args: list[Any], presets: Collection[str] | Non
         prompt = None
         if len(rest) % 2:  # options always come in pairs, so an odd count starts with the prompt
             prompt, rest = _str(rest[0], "prompt"), rest[1:]
-        return Continue(_job(args[0]), _int(args[1], "bars", *tempo.BARS_RANGE), prompt,
-                        _options(rest, presets))
+        options = _options(rest, presets)
+        if options.melody is not None:
+            raise _Bad("option melody applies to /barforge/generate only")
+        return Continue(_job(args[0]), _int(args[1], "bars", *tempo.BARS_RANGE), prompt, options)
     raise LookupError(address)
 
 

@@ -16,16 +16,13 @@ import torch
 
 from bridge import clip_render, continuation
 from bridge.generation import Settings, generate_audio
-from bridge.jobs import Cancelled, Job
+from bridge.melody import read_melody
+from bridge.jobs import Cancelled, Job, NoCapture
 from bridge.osc_protocol import Continue
 from bridge.persistence import ClipStore
 from engine.tempo import Tempo
 
 log = logging.getLogger("bridge.renderer")
-
-
-class NoCapture(Exception):
-    """Continue with no (or too little) captured audio (protocol code ``no_capture``)."""
 
 
 @dataclass(frozen=True)
@@ -101,12 +98,17 @@ class Renderer:
     def _generate(self, job: Job, settings: Settings, progress: Any) -> Published:
         t = job.transport
         samples = job.frames + self._margin_frames(t.sample_rate)
+        tempo = Tempo(t.bpm, t.beats_per_bar)
+        options = job.request.options
+        melody = (read_melody(self.segment, options, tempo, job.request.bars)
+                  if options.melody else None)
         t0 = time.monotonic()
-        wav = generate_audio(self.model, settings, samples, t.sample_rate, progress,
-                             Tempo(t.bpm, t.beats_per_bar))
+        wav = generate_audio(self.model, settings, samples, t.sample_rate, progress, tempo,
+                             melody=melody)
         self.speed.record(settings.mode, time.monotonic() - t0, samples / t.sample_rate)
         audio = self._to_host(wav, settings.channels, t.sample_rate)
-        published, _ = self._finish(job, settings, audio, 0, "start", -1.0, {})
+        published, _ = self._finish(job, settings, audio, 0, "start", -1.0,
+                                    melody.source if melody else {})
         return published
 
     @staticmethod

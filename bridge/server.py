@@ -19,10 +19,11 @@ from typing import Any
 from bridge import osc_protocol as proto
 from bridge.clip_render import SEAM_MARGIN_S
 from bridge.generation import resolve_settings
-from bridge.jobs import Cancelled, DuplicateJob, Finishing, Job, JobQueue, QueueFull, ShuttingDown
+from bridge.jobs import (Cancelled, DuplicateJob, Finishing, Job, JobQueue, JobRefused, QueueFull,
+                         ShuttingDown)
 from bridge.presets import Preset
 from bridge.generator import GeneratorProcess
-from bridge.renderer import NoCapture, Renderer
+from bridge.renderer import Renderer
 from engine.tempo import Tempo
 
 log = logging.getLogger("bridge")
@@ -114,6 +115,9 @@ class Bridge:
                                     f"frames; a slot holds {self.slot_capacity_frames}")
         if isinstance(req, proto.Continue) and self.capture_rate is None:
             return proto.ErrorReply(req.job, "no_capture", "send /barforge/capture and write audio first")
+        refused = self._refuse_melody(req.job, req.options)
+        if refused is not None:
+            return refused
         try:
             settings = resolve_settings(self.renderer.model, req.prompt or "",
                                         Tempo(t.bpm, t.beats_per_bar), req.options,
@@ -130,6 +134,23 @@ class Bridge:
             return proto.ErrorReply(req.job, "busy", f"the queue holds {self.jobs.capacity} jobs already")
         except DuplicateJob:
             return proto.ErrorReply(req.job, "bad_argument", f"job {req.job!r} is already queued or running")
+        return None
+
+    def _refuse_melody(self, job: str, options: proto.Options) -> proto.ErrorReply | None:
+        """The error for a melody option this model or session cannot serve, else None."""
+        if options.melody is None:
+            return None
+        if not getattr(self.renderer.model, "is_melody", False):
+            return proto.ErrorReply(job, "bad_argument", f"option melody: model "
+                                    f"{self.renderer.model_name!r} takes no melody (no chroma "
+                                    "input); serve a MusicGen-Melody model")
+        if options.melody == "capture" and self.capture_rate is None:
+            return proto.ErrorReply(job, "no_capture", "option melody capture: send "
+                                    "/barforge/capture and write audio first")
+        n_slots = self.renderer.segment.layout.n_slots
+        if options.melody_slot is not None and options.melody_slot >= n_slots:
+            return proto.ErrorReply(job, "bad_argument", f"option melody_slot must be in "
+                                    f"0..{n_slots - 1}, got {options.melody_slot}")
         return None
 
     def _mode_for(self, req: proto.Generate | proto.Continue) -> str:
@@ -175,9 +196,9 @@ class Bridge:
             self._final(job, proto.error(proto.ErrorReply(job.id, job.cancel_code, job.cancel_message)))
             log.info("%s: %s after %.2f s", head, job.cancel_code, time.monotonic() - t0)
             return
-        except NoCapture as e:
-            self._final(job, proto.error(proto.ErrorReply(job.id, "no_capture", str(e))))
-            log.info("%s: no capture (%s)", head, e)
+        except JobRefused as e:
+            self._final(job, proto.error(proto.ErrorReply(job.id, e.code, str(e))))
+            log.info("%s: %s (%s)", head, e.code, e)
             return
         self.send(job.reply_to, proto.build(proto.PREFIX + "progress", job.id, 1.0))
         self._final(job, proto.build(proto.PREFIX + "done", job.id, done.slot, done.frames,

@@ -1,4 +1,4 @@
-"""A real ``Bridge`` in this process (debug model, real segment, real render dir, real UDP
+"""A real ``Bridge`` in this process (a debug model, real segment, real render dir, real UDP
 sockets) for tests that drive ``call_handlers_for_packet`` datagram by datagram."""
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ _SEGMENTS = itertools.count()  # two InProcess bridges alive at once get two seg
 class InProcess:
     """The bridge, its segment and store, and a client socket its replies go to."""
 
-    def __init__(self, render_dir: Path, queue_size: int = 2) -> None:
+    def __init__(self, render_dir: Path, queue_size: int = 2, model: str = "debug",
+                 capture_frames: int = 20000) -> None:
         from engine import load_model
         from plugin_host.shm import ServerSegment
 
@@ -41,8 +42,8 @@ class InProcess:
         presets = load_presets()
         self.store = ClipStore(render_dir)
         self.segment = ServerSegment.create(f"bfin{os.getpid()}-{next(_SEGMENTS)}", 4, 48000 * 40,
-                                            MAX_CHANNELS, 20000)
-        self.renderer = Renderer(load_model("debug"), "debug", self.segment, self.store)
+                                            MAX_CHANNELS, capture_frames)
+        self.renderer = Renderer(load_model(model), model, self.segment, self.store)
         self.bridge = Bridge(self.renderer, "torch", presets, resolve_preset(None, presets),
                              queue_size, self.segment.layout.slot_capacity_frames, warm_up=False)
         self.server_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

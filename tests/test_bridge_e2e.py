@@ -346,3 +346,34 @@ def test_a_killed_generator_fails_its_job_and_the_next_job_gets_a_new_one(served
     host.send("/barforge/generate", "dead2", "x", 1)
     address, params = host.job_replies("dead2")[-1]
     assert address == "/barforge/done", params
+
+
+def test_a_melody_request_through_the_generator_process(tmp_path):
+    """``serve --model debug-melody``: the melody options reach the child and its refusals
+    come back with their codes; the clip has exactly the bars asked."""
+    shm, port = f"bfm{os.getpid()}", free_port()
+    proc, host = start_server(shm, tmp_path / "renders", port, "--model", "debug-melody")
+    seg = HostSegment.attach(shm)
+    try:
+        host.send("/barforge/transport", 120.0, 4, 48000)
+        host.one("/barforge/ack")
+        host.send("/barforge/generate", "e1", "x", 1, "melody", "slot", "melody_slot", 0)
+        assert host.job_replies("e1")[-1][1][:2] == ["e1", "bad_argument"]   # slot 0 is empty
+        host.send("/barforge/capture", 48000)
+        host.one("/barforge/ack")
+        audio, beat_end = click_track(5.0, 48000, 120.0, first_beat=1.5)
+        pos = 0
+        for block in np.array_split(audio, 40):
+            pos += block.shape[0]
+            seg.write_capture(block, 1.5 + pos / 48000 * 2.0)
+        host.send("/barforge/generate", "m1", "tune", 1, "melody", "capture", "seed", 4)
+        address, params = host.job_replies("m1")[-1]
+        assert address == "/barforge/done", params
+        assert params[2] == frames_for_bars(1, 120, 4, 48000)
+        side = json.loads(Path(params[6]).with_suffix(".json").read_text())
+        # the bar before the last bar line (beat 8) of a capture that ends at beat 11.5
+        assert side["melody"] == "capture" and side["melody_bars"] == 1
+        assert side["melody_capture_end_frame"] == audio.shape[0] - round((beat_end - 8) * 0.5 * 48000)
+    finally:
+        seg.close()
+        stop_server(proc, shm)
