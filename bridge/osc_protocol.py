@@ -160,6 +160,14 @@ def _steps(text: str) -> tuple[int, ...]:
     return steps
 
 
+def _choice(value: Any, what: str, choices: Collection[str]) -> str:
+    """A string that must be one of ``choices``."""
+    text = _str(value, what, 16)
+    if text not in choices:
+        raise _Bad(f"{what} must be one of {', '.join(choices)}, got {text!r}")
+    return text
+
+
 def _option(key: str, value: Any, presets: Collection[str] | None) -> tuple[str, Any]:
     if key == "preset":
         name = _str(value, "option preset", 64)
@@ -168,10 +176,7 @@ def _option(key: str, value: Any, presets: Collection[str] | None) -> tuple[str,
             raise _Bad(f"option preset {name!r:.80} is unknown; expected one of: {known}")
         return key, name
     if key == "mode":
-        mode = _str(value, "option mode", 16)
-        if mode not in MODES:
-            raise _Bad(f"option mode must be one of {', '.join(MODES)}, got {mode!r}")
-        return key, mode
+        return key, _choice(value, "option mode", MODES)
     if key == "temperature":
         return key, _float(value, "option temperature", 1e-3, 10.0)
     if key == "top_k":
@@ -189,10 +194,7 @@ def _option(key: str, value: Any, presets: Collection[str] | None) -> tuple[str,
     if key == "loudness":
         return key, _float(value, "option loudness (LUFS)", -70.0, 0.0)
     if key == "melody":
-        source = _str(value, "option melody", 16)
-        if source not in MELODY_SOURCES:
-            raise _Bad(f"option melody must be one of {', '.join(MELODY_SOURCES)}, got {source!r}")
-        return key, source
+        return key, _choice(value, "option melody", MELODY_SOURCES)
     if key == "melody_bars":
         return key, _int(value, "option melody_bars", *tempo.BARS_RANGE)
     if key == "melody_slot":
