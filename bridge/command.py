@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Serve clip generation over OSC/UDP; clips are published in a "
                                    "POSIX shared-memory segment and written as WAV files.")
     p.add_argument("--model", default="default",
-                   help="'debug', 'default', a HF/audiocraft model dir or an ONNX bundle dir (default: default)")
+                   help="'debug', 'debug-melody' (takes the melody option), 'default', a "
+                        "HF/audiocraft model dir or an ONNX bundle dir (default: default)")
     p.add_argument("--provider", default=None,
                    help="onnxruntime execution provider for an ONNX bundle: cpu, cuda (or "
                         "CPUExecutionProvider, CUDAExecutionProvider); default: CUDA when it works, "

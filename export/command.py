@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "text encoder, codec encoder/decoder and LM graphs with "
                                    "KV-cache I/O, each validated against PyTorch.")
     p.add_argument("--model", required=True,
-                   help="'debug', 'default', or a checkpoint directory (HF, audiocraft, native)")
+                   help="'debug', 'debug-melody', 'default', or a checkpoint directory (HF, "
+                        "audiocraft, native)")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
                    help="weights and compute type; fp16 is for the CUDA provider (default fp32)")
