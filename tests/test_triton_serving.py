@@ -126,3 +126,23 @@ def test_a_killed_server_fails_the_job_and_the_bridge_reconnects(bridge, triton)
     host.one("/barforge/ack")
     host.send("/barforge/generate", "back1", "x", 1)
     assert host.job_replies("back1", 120)[-1][0] == "/barforge/done"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--engine", "triton://gpu-box"], "--engine 'triton://gpu-box': expected 'local' or "
+                                       "triton://HOST:PORT"),
+    (["--engine", "http://gpu-box:8001"], "expected 'local' or triton://HOST:PORT"),
+    (["--engine", "triton://127.0.0.1:9", "--model", "debug"], "--model debug: the Triton "
+                                                                "server's repository decides"),
+    (["--engine", "triton://127.0.0.1:9", "--engine-wait", "0"], "no ready 'barforge' model "
+                                                                  "there within 0 s"),
+])
+def test_engine_mistakes_are_one_line_naming_the_flag(args, message, tmp_path):
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    run = subprocess.run([sys.executable, "-m", "bridge", "serve", "--port", str(free_port()),
+                          "--shm-name", f"bfengine{os.getpid()}", "--render-dir", str(tmp_path),
+                          *args], cwd=ROOT, env={**os.environ, "PYTHONPATH": path},
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert message in run.stderr, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
