@@ -23,6 +23,7 @@ sys.path.insert(0, str(HERE))   # the engine copy beside this file
 
 from engine import load_model  # noqa: E402
 from engine import serving_schema as schema  # noqa: E402
+from engine.inference_kernels import use_native_cpu_kernels  # noqa: E402
 from engine.sample_generation import generate_samples  # noqa: E402
 
 PROGRESS_INTERVAL_S = 0.05  # at most this often per request: the bridge thins progress further
@@ -38,6 +39,7 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
         provider = config.get("parameters", {}).get("provider", {}).get("string_value") or None
+        use_native_cpu_kernels()   # as the bridge's generator process: the same kernels, the same clips
         self.model = load_model(HERE / "bundle", provider=provider)
         self.info = schema.model_info(self.model)
 

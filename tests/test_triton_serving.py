@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 pytest.importorskip("tritonclient.grpc", reason="the triton extra (tritonclient) is not installed")
 import triton_env  # noqa: E402
@@ -98,6 +99,27 @@ def test_progress_and_cancel_cross_the_network(bridge):
     host.send("/barforge/generate", "after1", "x", 1)
     assert host.job_replies("after1", 60)[-1][0] == "/barforge/done"
     assert time.monotonic() - t0 < 10
+
+
+def test_the_same_request_gives_the_same_clip_through_triton_and_locally(bridge, triton,
+                                                                         tmp_path):
+    """Both engines decode with engine.sample_generation.generate_samples on the same bundle."""
+    def clip(host):
+        host.send("/barforge/transport", 120.0, 4, 48000)
+        host.one("/barforge/ack")
+        host.send("/barforge/generate", "same1", "deep house", 1, "seed", 11)
+        address, params = host.job_replies("same1")[-1]
+        assert address == "/barforge/done", params
+        return sf.read(params[6], dtype="float32")[0]
+
+    remote = clip(bridge[0])
+    shm = f"bflocal{os.getpid()}"
+    proc, host = start_server(shm, tmp_path / "r", free_port(), "--no-warm-up", "--model",
+                              str(triton.repository.parent / "bundle"), model=None)
+    try:
+        np.testing.assert_array_equal(clip(host), remote)
+    finally:
+        stop_server(proc, shm)
 
 
 def test_continuation_sends_the_captured_audio(bridge):
