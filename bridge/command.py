@@ -17,6 +17,7 @@ CAPTURE_RATE = 192000      # the capture ring holds --capture-seconds at the hig
 HEARTBEAT_S = 0.5
 DEFAULT_RENDER_DIR = "~/.local/share/barforge/clips"
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+ENGINE_SCHEME = "triton://"   # --engine triton://HOST:PORT (bridge/triton_engine.py)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -76,12 +77,22 @@ def _validate(args: argparse.Namespace) -> None:
     if not (math.isfinite(args.engine_wait) and args.engine_wait >= 0):
         raise ValueError(f"--engine-wait {args.engine_wait}: expected a number of seconds")
     if args.engine != "local":
-        from bridge.triton_engine import parse_engine_url
         parse_engine_url(args.engine)
         for flag, value in (("--model", args.model), ("--provider", args.provider)):
             if value is not None:
                 raise ValueError(f"{flag} {value}: the Triton server's repository decides the "
                                  f"model with --engine {args.engine}; leave {flag} out")
+
+
+def parse_engine_url(url: str) -> str:
+    """``triton://HOST:PORT`` -> ``HOST:PORT`` (gRPC); ValueError naming the URL otherwise.
+    Here, not beside the client, so that a mistaken flag is refused before anything heavy loads."""
+    address = url[len(ENGINE_SCHEME):] if url.startswith(ENGINE_SCHEME) else ""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--engine {url!r}: expected 'local' or {ENGINE_SCHEME}HOST:PORT "
+                         "(gRPC port)")
+    return address
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -153,7 +164,7 @@ def _engine(args: argparse.Namespace, segment: Any, store: Any) -> Any:
         from bridge.generator import GeneratorProcess, Spec
         return GeneratorProcess(Spec(args.model or "default", args.provider, args.shm_name,
                                      str(store.dir), LOG_FORMAT), segment)
-    from bridge.triton_engine import TritonEngine, parse_engine_url
+    from bridge.triton_engine import TritonEngine
     return TritonEngine(parse_engine_url(args.engine), segment, store, args.engine_wait)
 
 

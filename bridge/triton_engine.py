@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bridge.command import ENGINE_SCHEME as SCHEME
 from bridge.generator import RemoteModel
 from bridge.jobs import Job, JobRefused
 from bridge.renderer import Published, Renderer
@@ -26,22 +27,12 @@ from engine.decoding.options import refuse_inapplicable
 from engine.sample_generation import Progress, SampleRequest
 
 log = logging.getLogger("bridge.triton")
-SCHEME = "triton://"
 POLL_S = 0.01   # how often a job's cancel is looked at while its stream is quiet
 READY_POLL_S = 0.5
 
 
 class EngineUnavailable(RuntimeError):
     """The Triton server could not be reached, or failed the request."""
-
-
-def parse_engine_url(url: str) -> str:
-    """``triton://HOST:PORT`` -> ``HOST:PORT`` (gRPC); ValueError naming the URL otherwise."""
-    address = url[len(SCHEME):] if url.startswith(SCHEME) else ""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--engine {url!r}: expected 'local' or triton://HOST:PORT (gRPC port)")
-    return address
 
 
 class TritonClient:
