@@ -8,6 +8,7 @@ import logging
 import math
 import signal
 import threading
+from typing import Any
 
 from bridge import osc_protocol
 
@@ -16,6 +17,7 @@ CAPTURE_RATE = 192000      # the capture ring holds --capture-seconds at the hig
 HEARTBEAT_S = 0.5
 DEFAULT_RENDER_DIR = "~/.local/share/barforge/clips"
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+ENGINE_SCHEME = "triton://"   # --engine triton://HOST:PORT (bridge/triton_engine.py)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,9 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the OSC + shared-memory bridge for DAW hosts",
                        description="Serve clip generation over OSC/UDP; clips are published in a "
                                    "POSIX shared-memory segment and written as WAV files.")
-    p.add_argument("--model", default="default",
+    p.add_argument("--model", default=None,
                    help="'debug', 'debug-melody' (takes the melody option), 'default', a "
-                        "HF/audiocraft model dir or an ONNX bundle dir (default: default)")
+                        "HF/audiocraft model dir or an ONNX bundle dir (default: default); with "
+                        "--engine triton:// the server's repository decides")
+    p.add_argument("--engine", default="local", metavar="local|triton://HOST:PORT",
+                   help="where generations run: 'local' (a child process of this server, the "
+                        "default) or the 'barforge' model of a Triton Inference Server's gRPC "
+                        "port (barforge export --triton writes its repository; docs/TRITON.md)")
+    p.add_argument("--engine-wait", type=float, default=60.0, metavar="SECONDS",
+                   help="with --engine triton://: how long to wait at start for the server's "
+                        "model to be ready (default: 60)")
     p.add_argument("--provider", default=None,
                    help="onnxruntime execution provider for an ONNX bundle: cpu, cuda (or "
                         "CPUExecutionProvider, CUDAExecutionProvider); default: CUDA when it works, "
@@ -64,6 +74,25 @@ def _validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--queue-size {args.queue_size}: expected at least 1")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port {args.port}: expected 0..65535")
+    if not (math.isfinite(args.engine_wait) and args.engine_wait >= 0):
+        raise ValueError(f"--engine-wait {args.engine_wait}: expected a number of seconds")
+    if args.engine != "local":
+        parse_engine_url(args.engine)
+        for flag, value in (("--model", args.model), ("--provider", args.provider)):
+            if value is not None:
+                raise ValueError(f"{flag} {value}: the Triton server's repository decides the "
+                                 f"model with --engine {args.engine}; leave {flag} out")
+
+
+def parse_engine_url(url: str) -> str:
+    """``triton://HOST:PORT`` -> ``HOST:PORT`` (gRPC); ValueError naming the URL otherwise.
+    Here, not beside the client, so that a mistaken flag is refused before anything heavy loads."""
+    address = url[len(ENGINE_SCHEME):] if url.startswith(ENGINE_SCHEME) else ""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--engine {url!r}: expected 'local' or {ENGINE_SCHEME}HOST:PORT "
+                         "(gRPC port)")
+    return address
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -74,7 +103,6 @@ def serve(args: argparse.Namespace) -> int:
     _validate(args)
     from plugin_host.shm import SegmentInUse, ServerSegment
 
-    from bridge.generator import GeneratorProcess, Spec
     from bridge.persistence import ClipStore
     from bridge.presets import load_presets, resolve_preset
     from bridge.server import MAX_CHANNELS, RECEIVE_BUFFER_BYTES, Bridge, OSCServer
@@ -103,8 +131,7 @@ def serve(args: argparse.Namespace) -> int:
         heartbeat.start()
         on_exit.callback(heartbeat.join)
         on_exit.callback(stop.set)
-        generator = GeneratorProcess(Spec(args.model, args.provider, args.shm_name, str(store.dir),
-                                          LOG_FORMAT), segment)
+        generator = _engine(args, segment, store)
         on_exit.callback(generator.stop)
         provider = generator.model.provider   # a bundle's real onnxruntime provider
         bridge = Bridge(generator, provider, presets, server_preset, args.queue_size,
@@ -123,12 +150,22 @@ def serve(args: argparse.Namespace) -> int:
         on_exit.callback(bridge.jobs.stop)
         log.info("serving protocol %d on %s port %d, model %s (%s), segment /%s: %d slots x %d "
                  "frames, render dir %s", osc_protocol.PROTOCOL_VERSION, server.server_address[0],
-                 server.server_address[1], args.model, provider, args.shm_name, args.slots,
+                 server.server_address[1], generator.model_name, provider, args.shm_name, args.slots,
                  slot_frames, store.dir)
         while not stop.wait(1.0):
             pass
         log.info("shutting down")
     return 0
+
+
+def _engine(args: argparse.Namespace, segment: Any, store: Any) -> Any:
+    """What runs the generations: the generator process, or a Triton server's model."""
+    if args.engine == "local":
+        from bridge.generator import GeneratorProcess, Spec
+        return GeneratorProcess(Spec(args.model or "default", args.provider, args.shm_name,
+                                     str(store.dir), LOG_FORMAT), segment)
+    from bridge.triton_engine import TritonEngine
+    return TritonEngine(parse_engine_url(args.engine), segment, store, args.engine_wait)
 
 
 def _beat(segment: object, stop: threading.Event) -> None:

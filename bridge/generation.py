@@ -1,25 +1,23 @@
-"""Driving the model: generation parameters, progress / cancellation, long clips in windows.
+"""A request's generation settings (preset, options, checks) and the engine request they make.
 
-Audio leaves this module as numpy float32 [N, C] at the model's sample rate.
+The decoding itself (progress / cancellation, long clips in windows) is the engine's
+``generate_samples`` (engine/sample_generation.py), wherever the model runs. Audio leaves this
+module as numpy float32 [N, C] at the model's sample rate.
 """
 from __future__ import annotations
 
-import math
 import secrets
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-import torch
 
 from bridge.melody import Melody
 from bridge.osc_protocol import Options
 from bridge.presets import Preset
 from engine.decoding.options import api_params
-from engine.tempo import Tempo, duration_for
-
-EXTEND_STRIDE = 0.6   # a window past the model's max_duration adds this fraction of it
-Progress = Callable[[float], None]
+from engine.sample_generation import Progress, SampleRequest, generate_samples
+from engine.tempo import Tempo
 
 
 @dataclass(frozen=True)
@@ -83,47 +81,25 @@ def resolve_settings(model: Any, prompt: str, tempo: Tempo, options: Options,
     return settings
 
 
-def _to_numpy(wav: torch.Tensor) -> np.ndarray:
-    return wav[0].detach().to(torch.float32).cpu().numpy().T.copy()  # [C, N] -> [N, C]
+def sample_request(settings: Settings, samples: int, sample_rate: int, tempo: Tempo,
+                   prompt: np.ndarray | None = None, prompt_rate: int | None = None,
+                   melody: Melody | None = None) -> SampleRequest:
+    """The engine's request for ``samples`` samples at ``sample_rate`` with ``settings``.
 
-
-def _prompt_tensor(audio: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(audio.T, dtype=np.float32))[None]  # [1, C, N]
+    ``prompt`` ([P, C] at ``prompt_rate``): audio to continue. ``tempo``: the request's, its
+    ``start_beat`` that of the first frame (the prompt's, when continuing). ``melody``: the
+    chroma source of a melody model's generation (its first frame at the clip's first).
+    """
+    return SampleRequest(settings.description, settings.model_params(), samples, sample_rate,
+                         tempo, prompt, prompt_rate,
+                         None if melody is None else melody.audio,
+                         None if melody is None else melody.sample_rate)
 
 
 def generate_audio(model: Any, settings: Settings, samples: int, sample_rate: int,
                    progress: Progress, tempo: Tempo, prompt: np.ndarray | None = None,
                    prompt_rate: int | None = None, melody: Melody | None = None) -> np.ndarray:
-    """Audio [N, C] at the model's rate that holds, resampled to ``sample_rate``, at least
-    ``samples`` samples from its start (the prompt's rendering first, when there is one).
-
-    With a prompt ([P, C] at ``prompt_rate``) the result starts with the model's rendering of
-    the prompt (as ``generate_continuation`` returns it). Past ``model.max_duration`` the model
-    extends window by window (audiocraft's ``extend_stride``). ``progress(fraction)`` is called
-    at every decoding step and may raise to cancel. ``tempo``: the request's, its
-    ``start_beat`` that of the first frame (the prompt's, when continuing). ``melody``: the
-    chroma source of a melody model's generation (its first frame at the clip's first).
-    """
-    params = settings.model_params()
-    model.set_generation_params(**params)   # the mode's own frame multiple for the length
-    prompt_frames = (0 if prompt is None
-                     else math.ceil(prompt.shape[0] * model.frame_rate / prompt_rate))
-    duration = duration_for(samples, sample_rate, model, min_frames=prompt_frames + 1)
-    if duration > model.max_duration:
-        params["extend_stride"] = EXTEND_STRIDE * model.max_duration
-
-    def cb(done: int, total: int) -> None:
-        progress(min(1.0, done / max(total, 1)))
-
-    model.set_generation_params(duration=duration, **params)
-    if melody is not None:
-        return _to_numpy(model.generate_with_chroma([settings.description],
-                                                    _prompt_tensor(melody.audio),
-                                                    melody.sample_rate, progress_callback=cb,
-                                                    tempo=tempo))
-    if prompt is None:
-        return _to_numpy(model.generate([settings.description], progress_callback=cb,
-                                        tempo=tempo))
-    return _to_numpy(model.generate_continuation(_prompt_tensor(prompt), prompt_rate,
-                                                 [settings.description], progress_callback=cb,
-                                                 tempo=tempo))
+    """``generate_samples`` (engine/sample_generation.py) of ``sample_request(...)`` on a
+    model in this process: audio [N, C] at the model's rate."""
+    return generate_samples(model, sample_request(settings, samples, sample_rate, tempo, prompt,
+                                                  prompt_rate, melody), progress)

@@ -22,22 +22,13 @@ from typing import Any, Callable
 from bridge.continuation import SpeedEstimate
 from bridge.jobs import Cancelled, Job, JobRefused
 from bridge.renderer import Published
+from engine.serving_schema import ModelInfo, model_info
 
 log = logging.getLogger("bridge.generator")
 POLL_S = 0.01            # how often the server side looks at a job's cancel while waiting
 CHILD_PROGRESS_S = 0.02  # the child reports progress at most this often (the server thins more)
 STOP_TIMEOUT_S = 10.0
 CHECK_TIMEOUT_S = 2.0    # an accept waits at most this long for the child's parameter check
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the server process needs to know of the model to accept requests."""
-
-    supported_modes: tuple[str, ...]
-    audio_channels: int
-    provider: str
-    is_melody: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,11 +43,12 @@ class Spec:
 
 
 class RemoteModel:
-    """The model as the server process sees it: ``ModelInfo`` plus the parameter check
-    (``check_generation_params``), asked of the child, which holds the model."""
+    """A model held elsewhere (the generator process, a Triton server) as the server process
+    sees it: its ``ModelInfo`` plus the parameter check (``check_generation_params``), which
+    ``check`` answers (a ValueError for a refusal)."""
 
-    def __init__(self, info: ModelInfo, process: "GeneratorProcess") -> None:
-        self.info, self._process = info, process
+    def __init__(self, info: ModelInfo, check: Callable[[dict[str, Any]], None]) -> None:
+        self.info, self._check = info, check
 
     @property
     def supported_modes(self) -> tuple[str, ...]:
@@ -65,6 +57,14 @@ class RemoteModel:
     @property
     def audio_channels(self) -> int:
         return self.info.audio_channels
+
+    @property
+    def sample_rate(self) -> int:
+        return self.info.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.info.frame_rate
 
     @property
     def provider(self) -> str:
@@ -76,7 +76,7 @@ class RemoteModel:
 
     def check_generation_params(self, **params: Any) -> None:
         """ValueError for what the model's ``set_generation_params`` would refuse."""
-        self._process.check_params(params)
+        self._check(params)
 
 
 class GeneratorFailed(RuntimeError):
@@ -106,7 +106,7 @@ class GeneratorProcess:
         child_check_conn.close()
         kind, value = self._receive(None)
         if kind == "ready":
-            self.model = RemoteModel(value, self)
+            self.model = RemoteModel(value, self.check_params)
             return
         user_mistake, message = value
         self._proc.join(STOP_TIMEOUT_S)
@@ -269,9 +269,7 @@ def _child_main(conn: Connection, check_conn: Connection, cancel: Any, spec: Spe
         return
     threading.Thread(target=_answer_checks, args=(check_conn, model), name="bridge-checks",
                      daemon=True).start()
-    conn.send(("ready", ModelInfo(tuple(model.supported_modes), int(model.audio_channels),
-                                  str(getattr(model, "provider", "torch")),
-                                  bool(getattr(model, "is_melody", False)))))
+    conn.send(("ready", model_info(model)))
     while True:
         try:
             msg = conn.recv()

@@ -9,19 +9,20 @@ import logging
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from bridge import clip_render, continuation
-from bridge.generation import Settings, generate_audio
+from bridge.generation import Settings, sample_request
 from bridge.melody import read_melody
 from bridge.jobs import Cancelled, Job, NoCapture
 from bridge.osc_protocol import Continue
 from bridge.persistence import ClipStore
+from engine.sample_generation import Progress, SampleRequest, generate_samples
 from engine.tempo import Tempo
 
+Generate = Callable[[SampleRequest, Progress], np.ndarray]
 log = logging.getLogger("bridge.renderer")
 
 
@@ -39,10 +40,18 @@ class Published:
 
 
 class Renderer:
-    """Holds the model, the segment and the clip store; used by the worker thread only."""
+    """Holds the model, the segment and the clip store; used by the worker thread only.
 
-    def __init__(self, model: Any, model_name: str, segment: Any, store: ClipStore) -> None:
+    ``generate`` runs the engine's requests: ``generate_samples`` on ``model`` in this process
+    by default; the Triton engine (bridge/triton_engine.py) sends them to a server instead, and
+    ``model`` is then what that server reported of its model.
+    """
+
+    def __init__(self, model: Any, model_name: str, segment: Any, store: ClipStore,
+                 generate: Generate | None = None) -> None:
         self.model, self.model_name, self.segment, self.store = model, model_name, segment, store
+        self.generate: Generate = generate or (lambda request, progress:
+                                               generate_samples(model, request, progress))
         self.speed = continuation.SpeedEstimate()
         self.frame_rate = Fraction(model.frame_rate).limit_denominator(10_000) \
             if getattr(model, "frame_rate", None) else None
@@ -51,16 +60,16 @@ class Renderer:
         """Time a continuation of ``seconds`` after a live-sized prompt in every supported mode,
         as a live continue runs it; the continuation planner picks the fastest mode from these."""
         rate = int(self.model.sample_rate)
-        prompt = 0.01 * torch.randn(1, int(self.model.audio_channels),
-                                    int(rate * continuation.PROMPT_SECONDS),
-                                    generator=torch.Generator().manual_seed(0))
+        prompt = 0.01 * np.random.default_rng(0).standard_normal(
+            (int(rate * continuation.PROMPT_SECONDS), int(self.model.audio_channels)),
+            dtype=np.float32)
+        samples = round(rate * (continuation.PROMPT_SECONDS + seconds))
         for mode in self.model.supported_modes:
+            request = SampleRequest("warm up", {"mode": mode, "seed": 0}, samples, rate,
+                                    Tempo(120), prompt, rate)
             for _ in range(2):   # the first run pays one-off set-up; the second is the estimate
                 t0 = time.monotonic()
-                self.model.set_generation_params(duration=continuation.PROMPT_SECONDS + seconds,
-                                                 mode=mode, seed=0)
-                self.model.generate_continuation(prompt, rate, ["warm up"],
-                                                 progress_callback=lambda d, t: None)
+                self.generate(request, lambda fraction: None)
             self.speed.record(mode, time.monotonic() - t0, seconds)
         log.info("generation speed (wall s per audio s): %s", self.speed.snapshot())
 
@@ -103,8 +112,8 @@ class Renderer:
         melody = (read_melody(self.segment, options, tempo, job.request.bars)
                   if options.melody else None)
         t0 = time.monotonic()
-        wav = generate_audio(self.model, settings, samples, t.sample_rate, progress, tempo,
-                             melody=melody)
+        wav = self.generate(sample_request(settings, samples, t.sample_rate, tempo,
+                                           melody=melody), progress)
         self.speed.record(settings.mode, time.monotonic() - t0, samples / t.sample_rate)
         audio = self._to_host(wav, settings.channels, t.sample_rate)
         published, _ = self._finish(job, settings, audio, 0, "start", -1.0,
@@ -136,11 +145,10 @@ class Renderer:
         start = continuation.clip_start_frame(prompt_end_s, p.gap_s, t.sample_rate)
         t0 = time.monotonic()
         prompt_beats = window.audio.shape[0] / capture_rate * float(t.bpm) / 60
-        wav = generate_audio(self.model, settings,
-                             start + job.frames + self._margin_frames(t.sample_rate),
-                             t.sample_rate, progress,
-                             Tempo(t.bpm, t.beats_per_bar, window.beat_at_end - prompt_beats),
-                             prompt, capture_rate)
+        wav = self.generate(sample_request(
+            settings, start + job.frames + self._margin_frames(t.sample_rate), t.sample_rate,
+            Tempo(t.bpm, t.beats_per_bar, window.beat_at_end - prompt_beats), prompt,
+            capture_rate), progress)
         self.speed.record(settings.mode, time.monotonic() - t0, p.new_s)
         audio = self._to_host(wav, settings.channels, t.sample_rate)
         extra = {"capture_end_frame": int(window.end_frame), "capture_beat_at_end": window.beat_at_end,

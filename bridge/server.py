@@ -4,7 +4,8 @@
 one datagram without blocking: protocol parsing is in bridge/osc_protocol.py, generations run
 on the job queue's worker (bridge/jobs.py), which hands them to the renderer: ``barforge serve``
 gives it a GeneratorProcess (bridge/generator.py: the model in a child process, so the network
-thread never waits for it); tests may give it a Renderer in this process. Replies go to the
+thread never waits for it) or, with ``--engine triton://``, a TritonEngine (bridge/
+triton_engine.py: the model on a Triton server); tests may give it a Renderer in this process. Replies go to the
 sender.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bridge.jobs import (Cancelled, DuplicateJob, Finishing, Job, JobQueue, JobR
 from bridge.presets import Preset
 from bridge.generator import GeneratorProcess
 from bridge.renderer import Renderer
+from bridge.triton_engine import TritonEngine
 from engine.tempo import Tempo
 
 log = logging.getLogger("bridge")
@@ -39,7 +41,7 @@ Address = tuple[Any, ...]  # (host, port) for IPv4, (host, port, flowinfo, scope
 class Bridge:
     """Server state (transport, capture rate, job queue) and the handling of every request."""
 
-    def __init__(self, renderer: Renderer | GeneratorProcess, provider: str, presets: dict[str, Preset],
+    def __init__(self, renderer: Renderer | GeneratorProcess | TritonEngine, provider: str, presets: dict[str, Preset],
                  server_preset: Preset, queue_size: int, slot_capacity_frames: int,
                  warm_up: bool = True) -> None:
         self.renderer, self.provider = renderer, provider

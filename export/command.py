@@ -24,7 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "LM graphs (fp32 output heads); int4 = 4-bit (8-bit heads), int8 compute; "
                         "dynamic int8 in the text and cross-attention graphs")
     p.add_argument("--triton", metavar="DIR", default=None,
-                   help="also write a Triton Inference Server model repository to DIR")
+                   help="also write a Triton Inference Server model repository to DIR: the "
+                        "generation model 'barforge' (Python backend; barforge serve --engine "
+                        "triton://HOST:PORT) and one model per ONNX graph")
+    p.add_argument("--triton-instances", type=int, default=1, metavar="N",
+                   help="instances of the 'barforge' model: generations Triton runs at once "
+                        "(default 1)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out directory")
@@ -32,12 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.triton_instances < 1:
+        raise ValueError(f"--triton-instances {args.triton_instances}: expected at least 1")
     from engine.api import load_model
     from export.bundle import export_bundle
 
     model = load_model(args.model)
     manifest = export_bundle(model, args.out, dtype=args.dtype, quantize=args.quantize,
-                             triton_dir=args.triton, opset=args.opset, overwrite=args.force)
+                             triton_dir=args.triton, triton_instances=args.triton_instances,
+                             opset=args.opset, overwrite=args.force)
     size = sum(f["bytes"] for f in manifest["files"].values())
     print(f"bundle written to {args.out}: {len(manifest['graphs'])} graphs, "
           f"{size / 1e6:.1f} MB")

@@ -12,25 +12,29 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64",
-                 "int32": "TYPE_INT32", "bool": "TYPE_BOOL"}
+TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64",
+                 "int64": "TYPE_INT64", "int32": "TYPE_INT32", "bool": "TYPE_BOOL",
+                 "object": "TYPE_STRING"}
 
 
-def _io_block(kind: str, ios: list[dict[str, Any]]) -> str:
+def io_block(kind: str, ios: list[dict[str, Any]]) -> str:
+    """A config.pbtxt ``input`` or ``output`` list: each io has ``name``, ``dtype`` (a key of
+    TRITON_DTYPES), ``shape`` (a non-int entry is a dynamic axis) and maybe ``optional``."""
     entries = []
     for io in ios:
         dims = ", ".join(str(d) if isinstance(d, int) else "-1" for d in io["shape"])
         # Triton wants at least one dim: a scalar travels as [1] reshaped to []
         shape = f"    dims: [ {dims} ]\n" if dims else "    dims: [ 1 ]\n    reshape: { shape: [ ] }\n"
+        optional = "    optional: true\n" if io.get("optional") else ""
         entries.append(f'  {{\n    name: "{io["name"]}"\n    data_type: {TRITON_DTYPES[io["dtype"]]}\n'
-                       f"{shape}  }}")
+                       f"{shape}{optional}  }}")
     return f"{kind} [\n" + ",\n".join(entries) + "\n]\n"
 
 
 def config_pbtxt(name: str, graph: dict[str, Any], kind: str = "KIND_AUTO") -> str:
     """The text of one model's config.pbtxt (onnxruntime backend, explicit batch axis)."""
     return (f'name: "{name}"\nbackend: "onnxruntime"\nmax_batch_size: 0\n'
-            + _io_block("input", graph["inputs"]) + _io_block("output", graph["outputs"])
+            + io_block("input", graph["inputs"]) + io_block("output", graph["outputs"])
             + f"instance_group [\n  {{\n    count: 1\n    kind: {kind}\n  }}\n]\n")
 
 

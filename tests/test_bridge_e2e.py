@@ -13,84 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from pythonosc.osc_message import OscMessage
-from pythonosc.udp_client import SimpleUDPClient
 
 from engine.tempo import frames_for_bars
 
 pytest.importorskip("engine.api", reason="engine.load_model is not available")
 from plugin_host.shm import HostSegment  # noqa: E402
 
-from bridge_server import free_port, spawn_server, terminate_server  # noqa: E402
-
-TIMEOUT = 120.0
-
-
-class Host:
-    """A python-osc client that also reads the replies sent back to its port."""
-
-    def __init__(self, port):
-        self.client = SimpleUDPClient("127.0.0.1", port)
-        self.port = port
-        self.backlog = []
-
-    def send(self, address, *args):
-        self.client.send_message(address, list(args))
-
-    def send_raw(self, data):
-        self.client._sock.sendto(data, ("127.0.0.1", self.port))
-
-    def replies(self, until, timeout=TIMEOUT):
-        """Replies (address, params) up to and including the first for which until() holds."""
-        seen, end = [], time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.backlog:
-                item = self.backlog.pop(0)
-            else:
-                data = self.client.receive(timeout=0.5)  # b"" on timeout
-                if not data:
-                    continue
-                m = OscMessage(data)
-                item = (m.address, list(m.params))
-            seen.append(item)
-            if until(*item):
-                return seen
-        raise TimeoutError(f"no reply matched; saw {seen[-5:]}")
-
-    def job_replies(self, job, timeout=TIMEOUT):
-        """Every reply about ``job`` until its final done / error; other replies are kept."""
-        mine, others = [], []
-        for item in self.replies(lambda a, p: a in ("/barforge/done", "/barforge/error") and p[:1] == [job],
-                                 timeout):
-            (mine if item[1][:1] == [job] else others).append(item)
-        self.backlog.extend(others)
-        return mine
-
-    def one(self, address, timeout=10.0):
-        return self.replies(lambda a, p: a == address, timeout)[-1][1]
-
-
-def start_server(shm, render_dir, port, *extra):
-    proc = spawn_server(port, shm, render_dir,
-                        Path(render_dir).parent / f"server-{shm}-{port}.log", 40, *extra)
-    host = Host(port)
-    end = time.monotonic() + TIMEOUT
-    while time.monotonic() < end:
-        assert proc.poll() is None, f"server exited: {Path(proc.log.name).read_text()[-2000:]}"
-        host.send("/barforge/ping")
-        try:
-            host.one("/barforge/pong", 1.0)
-            return proc, host
-        except TimeoutError:
-            pass
-    proc.kill()
-    raise TimeoutError("server never answered ping")
-
-
-def stop_server(proc, shm):
-    terminate_server(proc)
-    assert not os.path.exists(f"/dev/shm/{shm}"), "segment left behind after SIGTERM"
-
+from bridge_server import free_port, start_server, stop_server  # noqa: E402
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):

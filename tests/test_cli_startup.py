@@ -34,6 +34,8 @@ def test_building_the_parser_imports_nothing_heavy() -> None:
     ["generate", "x", "--bars", "4", "--bpm", "1000", "-o", "x.wav"],
     ["generate", "x", "--duration", "4", "--key", "H minor", "-o", "x.wav"],
     ["continue", "no-such-file.wav", "--duration", "4", "-o", "x.wav"],
+    ["serve", "--engine", "triton://gpu-box"],
+    ["serve", "--engine", "triton://gpu-box:8001", "--model", "debug"],
 ])
 def test_bad_arguments_are_refused_before_anything_heavy_loads(argv: list[str]) -> None:
     code = (f"from engine.cli import main\nrc = main({argv!r})\n"

@@ -23,6 +23,11 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 OWN = ({p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()} | {"bench", "tests"}
        | {p.stem for d in ("tests", "bench") for p in (ROOT / d).glob("*.py")})
 RECIPES = ("engine/recipes",)
+# the parts that run against a Triton server, which need the ``triton`` extra
+TRITON = ("bridge/triton_engine.py",)
+# modules the host process provides, not a distribution: Triton's Python backend gives its
+# models triton_python_backend_utils
+HOST_PROVIDED = {"triton_python_backend_utils"}
 
 
 def _norm(name: str) -> str:
@@ -70,7 +75,8 @@ def imported_modules(paths: list[Path]) -> dict[str, set[str]]:
                     continue
                 for name in names:
                     top = name.split(".")[0]
-                    if top not in sys.stdlib_module_names and top not in OWN and top != "__future__":
+                    if top not in sys.stdlib_module_names and top not in OWN | HOST_PROVIDED \
+                            and top != "__future__":
                         found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
     return found
 
@@ -98,13 +104,14 @@ def _runtime_files() -> list[Path]:
     files = []
     for package in ("engine", "bridge", "export", "plugin_host"):
         files += [p for p in (ROOT / package).rglob("*.py")
-                  if not str(p.relative_to(ROOT)).startswith(RECIPES)]
+                  if not str(p.relative_to(ROOT)).startswith(RECIPES + TRITON)]
     return files
 
 
 SCOPES = {
     "runtime": (_runtime_files, ()),
     "recipes": (lambda: [ROOT / r for r in RECIPES], ("recipes",)),
+    "triton": (lambda: [ROOT / t for t in TRITON], ("triton",)),
     "tests and benches": (lambda: [ROOT / "tests", ROOT / "bench"], ("test",)),
 }
 

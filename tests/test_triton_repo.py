@@ -6,6 +6,7 @@ import pytest
 from engine.loaders.onnx_manifest import read_manifest, sha256_file
 from engine.api import build_debug_model
 from export.bundle import export_bundle
+from engine import serving_schema
 from export.triton import TRITON_DTYPES
 
 
@@ -33,10 +34,10 @@ def _parse_config(text: str) -> dict:
     return out
 
 
-def test_repository_has_one_versioned_model_per_graph(repo):
+def test_repository_has_one_versioned_model_per_graph_and_the_generation_model(repo):
     bundle, triton = repo
     manifest = read_manifest(bundle)
-    assert sorted(p.name for p in triton.iterdir()) == sorted(manifest["graphs"])
+    assert sorted(p.name for p in triton.iterdir()) == sorted([*manifest["graphs"], "barforge"])
     for name, graph in manifest["graphs"].items():
         assert (triton / name / "config.pbtxt").is_file()
         model = triton / name / "1" / "model.onnx"
@@ -58,3 +59,27 @@ def test_each_config_matches_the_manifest(repo):
     lm = manifest["lms"]["ar"]
     assert ("past_key_values.0.decoder.key", "TYPE_FP32",
             [-1, lm["num_heads"], -1, lm["head_dim"]]) in step["input"]
+
+
+def test_generation_model_serves_the_schema_from_a_copy_of_the_bundle(repo):
+    bundle, triton = repo
+    model = triton / serving_schema.MODEL_NAME
+    text = (model / "config.pbtxt").read_text()
+    cfg = _parse_config(text)
+    assert cfg["name"] == "barforge" and cfg["backend"] == "python"
+    assert "decoupled: true" in text    # progress responses, then the clip
+    for kind, specs in (("input", serving_schema.INPUTS), ("output", serving_schema.OUTPUTS)):
+        assert cfg[kind] == [(s.name, TRITON_DTYPES[s.dtype], [-1 if d is None else d
+                                                               for d in s.shape]) for s in specs]
+    assert text.count("optional: true") == sum(s.optional for s in serving_schema.INPUTS)
+    version = model / "1"
+    assert (version / "model.py").is_file() and (version / "engine" / "api.py").is_file()
+    for name, entry in read_manifest(bundle)["files"].items():
+        assert sha256_file(version / "bundle" / name) == entry["sha256"]
+
+
+def test_generation_model_instances(tmp_path):
+    from export.triton_model import config_pbtxt
+    assert re.search(r"count: 3\s+kind: KIND_CPU", config_pbtxt(3, None))
+    with pytest.raises(ValueError, match="instances 0"):
+        config_pbtxt(0, None)
