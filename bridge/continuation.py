@@ -20,9 +20,8 @@ SAFETY = 1.25          # margin on the generation-time estimate
 # The reply must arrive with at least this much of the bar before the clip's first bar line
 # still to play, so the host can schedule it without a scramble.
 LEAD_BARS = 0.5
-# The latest bar line a continuation may start on, counted after the next one. A mode too slow
-# to reach any of them with the lead starts at the bar line after next (its reply arrives with
-# less than LEAD_BARS left, or late).
+# The latest bar line a continuation may start on, counted after the next one: a later start
+# means a longer wait for the player and more audio to generate.
 MAX_BARS_SKIPPED = 4
 INITIAL_SECONDS_PER_SECOND = 2.0
 
@@ -108,7 +107,8 @@ def plan(beat_at_end: float, read_at: float, bpm: Fraction, beats_per_bar: int, 
     (``SAFETY`` times ``seconds_per_second`` times the audio to generate, which grows with the
     gap) plus the lead fits in the time left before it. In particular a request made with less
     than ``LEAD_BARS`` of the current bar left always starts at the bar line after next or later.
-    When no bar line up to ``MAX_BARS_SKIPPED`` is reachable, the bar line after next.
+    When none up to ``MAX_BARS_SKIPPED`` is reachable, the one with the most estimated time to
+    spare (the least late).
     """
     now = time.monotonic() if now is None else now
     meter = tempo.Tempo(bpm, beats_per_bar)
@@ -122,11 +122,13 @@ def plan(beat_at_end: float, read_at: float, bpm: Fraction, beats_per_bar: int, 
         gap_s = (start - Fraction(beat_at_end)) * spb
         return Plan(start, gap_s, float(gap_s) + clip_s + margin_s, skipped)
 
-    for skipped in range(MAX_BARS_SKIPPED + 1):
-        p = at(skipped)
-        if SAFETY * seconds_per_second * p.new_s + lead_s <= float(p.gap_s - elapsed):
-            return p
-    return at(1)
+    def spare_s(p: Plan) -> float:
+        """Estimated seconds between the reply and the bar line, beyond the lead."""
+        return float(p.gap_s - elapsed) - SAFETY * seconds_per_second * p.new_s - lead_s
+
+    plans = [at(skipped) for skipped in range(MAX_BARS_SKIPPED + 1)]
+    reachable = [p for p in plans if spare_s(p) >= 0]
+    return reachable[0] if reachable else max(plans, key=spare_s)
 
 
 def clip_start_frame(prompt_end_s: Fraction, gap_s: Fraction, sample_rate: int) -> int:

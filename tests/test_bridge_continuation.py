@@ -62,9 +62,13 @@ def test_the_estimated_reply_arrives_with_the_lead_left(bpm, speed, beat_at_end)
         assert continuation.bar_fraction_left(earlier, earlier_done, beats_per_bar) < LEAD_BARS
 
 
-def test_a_mode_too_slow_for_any_bar_line_starts_at_the_bar_line_after_next():
+def test_a_mode_too_slow_for_any_bar_line_takes_the_least_late_one():
+    # slower than real time (with the margin): every later bar line is later still
     p = continuation.plan(13.0, 0.0, Fraction(120), 4, 2.0, 0.25, seconds_per_second=2.0, now=0.0)
-    assert p.start_beat == 20 and p.bars_skipped == 1
+    assert p.start_beat == 16 and p.bars_skipped == 0
+    # faster than real time but short of the lead before any of them: the latest is least late
+    p = continuation.plan(13.0, 0.0, Fraction(120), 4, 2.0, 0.25, seconds_per_second=0.75, now=0.0)
+    assert p.bars_skipped == MAX_BARS_SKIPPED and p.start_beat == 16 + 4 * MAX_BARS_SKIPPED
 
 
 class CountingEncoder:
