@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,8 +33,12 @@ from engine.backends.onnx_step import OnnxBackend  # noqa: E402
 from engine.backends.torch_backend import TorchBackend  # noqa: E402
 from engine.decoding.magnet import DEFAULT_ATTN_BAND, generate_magnet  # noqa: E402
 from engine.decoding.magnet_params import MagnetParams  # noqa: E402
+from engine.modules.banded_attention import banded_attention_traced  # noqa: E402
+from engine.modules.transformer import self_attention_mask  # noqa: E402
+from engine.backends.onnx_runtime import make_session  # noqa: E402
 from export import graphs as G  # noqa: E402
 from export.bundle import EXPORT_SIZES, export_graph, random_inputs  # noqa: E402
+from export.fused_attention import fused_attention  # noqa: E402
 
 OPSET = 17
 SEGMENT_S = 10.0
@@ -62,6 +67,52 @@ def onnx_backend(lm, shape: Shape, folder: Path, threads: int) -> OnnxBackend:
                                    "head_dim": shape.dim // shape.heads,
                                    "graphs": {"cross": "lm_cross", "full": "lm_full"}}}}
     return OnnxBackend(folder, manifest, "magnet", provider="cpu", threads=threads)
+
+
+class MaskedAttention(torch.nn.Module):
+    """Self-attention over all T x T pairs with the band as a mask (lm_full before issue 19)."""
+
+    def forward(self, q, k, v, band):
+        mask = self_attention_mask(q.shape[2], 0, False, band, q.device)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+class GatheredAttention(torch.nn.Module):
+    """Self-attention inside the band only, key windows gathered (lm_full since issue 19)."""
+
+    def forward(self, q, k, v, band):
+        return banded_attention_traced(q, k, v, band)
+
+
+def attention_op_ms(shape: Shape, frames: int, threads: int, workdir: Path,
+                    reps: int) -> dict[tuple[str, str], float]:
+    """Median ms of one layer's self-attention [2, H, T, Dh] in onnxruntime, both forms, both
+    bands (as exported: one MultiHeadAttention, the band an input)."""
+    h, dh = shape.heads, shape.dim // shape.heads
+    g = torch.Generator().manual_seed(1)
+    q, k, v = torch.randn(3, 2, h, frames, dh, generator=g).unbind(0)
+    out = {}
+    for name, module in (("masked T x T", MaskedAttention()), ("gathered windows",
+                                                                 GatheredAttention())):
+        path = workdir / f"attention_{name.split()[0]}_h{h}.onnx"
+        with torch.no_grad(), fused_attention(OPSET, h):
+            torch.onnx.export(module, (q, k, v, torch.tensor(5)), str(path), dynamo=False,
+                              opset_version=OPSET, input_names=["q", "k", "v", "band"],
+                              output_names=["out"],
+                              dynamic_axes={n: {2: "seq"} for n in ("q", "k", "v", "out")})
+        sess = make_session(path, "cpu", threads)
+        for band_name, band in (("stage 0", frames), (f"band {DEFAULT_ATTN_BAND}",
+                                                      DEFAULT_ATTN_BAND)):
+            feeds = {"q": q.numpy(), "k": k.numpy(), "v": v.numpy(),
+                     "band": np.array(band, np.int64)}
+            sess.run(None, feeds)
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                sess.run(None, feeds)
+                times.append(time.perf_counter() - t0)
+            out[(name, band_name)] = 1000 * statistics.median(times)
+    return out
 
 
 def time_pass(backend, ctx, tokens: torch.Tensor, band: int | None) -> float:
@@ -114,6 +165,7 @@ def main() -> None:
         for stage, band in stages.items():
             for name, b in runtimes.items():
                 passes.setdefault((stage, name), []).append(time_pass(b, ctxs[name], tokens, band))
+    ops = attention_op_ms(shape, frames, a.threads, folder, reps=20)
     gen: dict[str, float] = {}
     codes: dict[str, torch.Tensor] = {}
     if a.duration > 0:
@@ -147,7 +199,13 @@ def main() -> None:
         f"the process (both runtimes) {peak_mib:.0f} MiB.",
         f"Load before: {load_before}; after: {load_after}." + (f" {a.note}" if a.note else ""),
         "", "| what | torch ms | onnxruntime ms | torch / onnxruntime | runs (torch..., ort...) |",
-        "|---|---|---|---|---|", *rows, ""])
+        "|---|---|---|---|---|", *rows, "",
+        f"| one layer's self-attention in onnxruntime, [2, {shape.heads}, {frames}, "
+        f"{shape.dim // shape.heads}] | stage 0 ms | band {DEFAULT_ATTN_BAND} ms |",
+        "|---|---|---|",
+        *[f"| {name} | {ops[(name, 'stage 0')]:.2f} | "
+          f"{ops[(name, f'band {DEFAULT_ATTN_BAND}')]:.2f} |"
+          for name in ("masked T x T", "gathered windows")], ""])
     append_results(a.out, "MAGNeT vs AR vs hybrid decoding (bench/bench_magnet.py)", text)
 
 

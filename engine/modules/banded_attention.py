@@ -13,7 +13,12 @@ gathered or unfolded from padded keys): a mask broadcast over blocks sends SDPA 
 path, and the padded / gathered copies cost more than the saved per-call overhead
 (bench/RESULTS_banded_attention.md).
 
-Shape letters: B batch, H heads, T frames, Dh head dim.
+An exported graph cannot loop over blocks of a length it does not know:
+``banded_attention_traced`` is the same computation with every size taken from tensors, the
+windows gathered and all blocks in one batched call, which onnxruntime runs as one
+``MultiHeadAttention`` (the lm_full export; bench/RESULTS_magnet.md).
+
+Shape letters: B batch, H heads, T frames, Dh head dim; N blocks, R rows per block, W window.
 """
 from __future__ import annotations
 
