@@ -41,7 +41,8 @@ class TextCache:
             raise ValueError(f"a text cache holds at least 1 entry, got {size!r}")
         self.size = size
         self._encoder: TextEncoder | None = None
-        self._entries: OrderedDict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, ...],
+                                   tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
     def encode(self, encoder: TextEncoder, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``encoder.encode(texts)``, from the cache when these texts were encoded lately."""

@@ -218,7 +218,8 @@ class LMModel(nn.Module):
     def forward(self, tokens: torch.Tensor, cross_kv: CrossKV | None = None,
                 cache: KVCache | None = None, prefix: torch.Tensor | None = None,
                 band: int | torch.Tensor | None = None, causal: bool | None = None,
-                codebook: int | torch.Tensor | None = None, beat: torch.Tensor | None = None) -> torch.Tensor:
+                codebook: int | torch.Tensor | None = None,
+                beat: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (float32) for ``tokens`` [B, K, S]: [B, K, S, card], or [B, S, card] for one
         ``codebook``.
 
