@@ -97,3 +97,23 @@ def test_text_cache_encodes_a_repeated_prompt_once_and_keeps_the_last_eight():
     other = CountingEncoder()
     cache.encode(other, ["prompt 7"])   # another encoder is never served the first one's output
     assert other.calls == 1
+
+
+def test_warm_up_runs_each_length_in_every_mode_and_estimates_from_the_last():
+    from bridge.renderer import Renderer
+    from engine.api import debug_magnet
+    model = debug_magnet()
+    asked = []
+    real_set = model.set_generation_params
+
+    def recording(**params):
+        asked.append((params["mode"], params["duration"]))
+        real_set(**params)
+
+    model.set_generation_params = recording
+    renderer = Renderer(model, "debug-magnet", segment=None, store=None)
+    renderer.warm_up((0.5, 1.0))
+    prompt_s = continuation.PROMPT_SECONDS
+    assert asked == [(mode, prompt_s + s) for mode in model.supported_modes for s in (0.5, 1.0)]
+    speeds = renderer.speed.snapshot()
+    assert set(speeds) == set(model.supported_modes) and all(v > 0 for v in speeds.values())
