@@ -90,7 +90,7 @@ def banded_attention_traced(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     The queries are cut into blocks of ``block`` rows; each block's keys and values, a window
     of ``block + 2 band`` frames (clipped into ``[0, T)``), are gathered, and all blocks run as
-    one batched attention (batch ``blocks * B``) with a small band mask: the cost grows with the
+    one batched attention (batch ``B * blocks``) with a small band mask: the cost grows with the
     band, not with ``T^2``. A band that reaches every key (``band >= T - 1``, MAGNeT's stage 0)
     makes it one block of all ``T`` rows over all ``T`` keys: plain full attention.
     Returns [B, H, T, Dh], equal to float tolerance to the band-masked full attention.
@@ -105,17 +105,19 @@ def banded_attention_traced(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     q_idx = torch.minimum(starts[:, None] + torch.arange(rows, device=q.device)[None, :], n - 1)
     k_start = torch.minimum(torch.clamp(starts - band, min=0), n - width)        # [N]
     k_idx = k_start[:, None] + torch.arange(width, device=q.device)[None, :]    # [N, W]
-    blocks, rows_n, width_n = q_idx.shape[0], q_idx.shape[1], k_idx.shape[1]
+    rows_n, width_n = q_idx.shape[1], k_idx.shape[1]
     mask = (q_idx[:, :, None] - k_idx[:, None, :]).abs() <= band                # [N, R, W]
 
     def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """x [B, H, T, Dh] at idx [N, M] -> [N * B, H, M, Dh] (block-major batch)."""
-        g = x.index_select(2, idx.reshape(-1)).reshape(b, h, idx.shape[0], idx.shape[1], dh)
-        return g.permute(2, 0, 1, 3, 4).reshape(-1, h, idx.shape[1], dh)
+        """x [B, H, T, Dh] at idx [N, M] -> [B * N, H, M, Dh]. Gathered in the frames-major
+        layout the projection wrote (x is a transposed view of [B, T, H, Dh]), so the graph
+        moves no more data than the gather itself and one transpose."""
+        g = x.transpose(1, 2).index_select(1, idx.reshape(-1))                   # [B, N*M, H, Dh]
+        return g.reshape(-1, idx.shape[1], h, dh).transpose(1, 2)
 
-    batched_mask = mask[:, None, None].expand(blocks, b, 1, rows_n, width_n) \
-        .reshape(-1, 1, rows_n, width_n)                                         # [N * B, 1, R, W]
+    batched_mask = mask[None, :, None].expand(b, -1, 1, rows_n, width_n) \
+        .reshape(-1, 1, rows_n, width_n)                                         # [B * N, 1, R, W]
     out = F.scaled_dot_product_attention(gather(q, q_idx), gather(k, k_idx), gather(v, k_idx),
-                                         attn_mask=batched_mask)                 # [N * B, H, R, Dh]
-    out = out.reshape(blocks, b, h, rows_n, dh).permute(1, 2, 0, 3, 4).reshape(b, h, -1, dh)
-    return out[:, :, :steps]
+                                         attn_mask=batched_mask)                 # [B * N, H, R, Dh]
+    out = out.transpose(1, 2).reshape(b, -1, h, dh)[:, :steps]                 # [B, T, H, Dh]
+    return out.transpose(1, 2)
