@@ -88,8 +88,8 @@ def attention_op_ms(shape: Shape, frames: int, threads: int, workdir: Path,
                     reps: int) -> dict[tuple[str, str], float]:
     """Median ms of one layer's self-attention [2, H, T, Dh] in onnxruntime, both forms, both
     bands (as exported: one MultiHeadAttention, the band an input). Here q, k, v arrive as
-    contiguous [2, H, T, Dh], so the gathered form pays a transpose of each that the lm_full
-    graph folds into the projection's own."""
+    contiguous [2, H, T, Dh], so the gathered form pays a transpose of each, which in the lm_full
+    graph meets the projection's own permute (onnxruntime's transpose optimizer merges them)."""
     h, dh = shape.heads, shape.dim // shape.heads
     g = torch.Generator().manual_seed(1)
     q, k, v = torch.randn(3, 2, h, frames, dh, generator=g).unbind(0)
