@@ -17,6 +17,12 @@ from engine import tempo
 
 PROMPT_SECONDS = 4.0   # the window of live audio the model continues from
 SAFETY = 1.25          # margin on the generation-time estimate
+# The reply must arrive with at least this much of the bar before the clip's first bar line
+# still to play, so the host can schedule it without a scramble.
+LEAD_BARS = 0.5
+# The latest bar line a continuation may start on, counted after the next one: a later start
+# means a longer wait for the player and more audio to generate.
+MAX_BARS_SKIPPED = 4
 INITIAL_SECONDS_PER_SECOND = 2.0
 
 
@@ -62,13 +68,19 @@ class Plan:
 
     ``start_beat``: the bar line the clip starts on. ``gap_s``: seconds from the end of the
     prompt to ``start_beat``. ``new_s``: seconds of audio to generate after the prompt (gap,
-    clip and seam margin). ``skipped_bar``: True when the next bar line was too close to make.
+    clip and seam margin). ``bars_skipped``: bar lines passed over because the reply could not
+    arrive with ``LEAD_BARS`` of a bar left before them (0: the next bar line).
     """
 
     start_beat: int
     gap_s: Fraction
     new_s: float
-    skipped_bar: bool
+    bars_skipped: int
+
+    @property
+    def skipped_bar(self) -> bool:
+        """Whether the next bar line was too close to make."""
+        return self.bars_skipped > 0
 
 
 def prompt_frames(available: int, capture_rate: int, frame_rate: Fraction | None,
@@ -87,23 +99,36 @@ def prompt_frames(available: int, capture_rate: int, frame_rate: Fraction | None
 
 def plan(beat_at_end: float, read_at: float, bpm: Fraction, beats_per_bar: int, clip_s: float,
          margin_s: float, seconds_per_second: float, now: float | None = None) -> Plan:
-    """Choose the next bar line after ``beat_at_end``, or the one after when it is too close.
+    """Choose the first bar line after ``beat_at_end`` that the reply can reach with
+    ``LEAD_BARS`` of a bar to spare (the lead rule), at most ``MAX_BARS_SKIPPED`` bars later.
 
     ``read_at``: monotonic time the capture was read (the session beat was ``beat_at_end``
-    then and moves on at ``bpm``). Too close: the estimated generation time (``SAFETY`` times
-    ``seconds_per_second`` times the audio to generate) ends after the bar line.
+    then and moves on at ``bpm``). A bar line is reachable when the estimated generation time
+    (``SAFETY`` times ``seconds_per_second`` times the audio to generate, which grows with the
+    gap) plus the lead fits in the time left before it. In particular a request made with less
+    than ``LEAD_BARS`` of the current bar left always starts at the bar line after next or later.
+    When none up to ``MAX_BARS_SKIPPED`` is reachable, the one with the most estimated time to
+    spare (the least late).
     """
     now = time.monotonic() if now is None else now
-    spb = tempo.Tempo(bpm, beats_per_bar).seconds_per_beat
+    meter = tempo.Tempo(bpm, beats_per_bar)
+    spb = meter.seconds_per_beat
+    lead_s = LEAD_BARS * float(meter.bar_seconds)
     elapsed = Fraction(now - read_at)
     first = tempo.next_bar_line(beat_at_end, beats_per_bar)
-    for start, skipped in ((first, False), (first + beats_per_bar, True)):
+
+    def at(skipped: int) -> Plan:
+        start = first + skipped * beats_per_bar
         gap_s = (start - Fraction(beat_at_end)) * spb
-        new_s = float(gap_s) + clip_s + margin_s
-        time_left = float(gap_s - elapsed)
-        if SAFETY * seconds_per_second * new_s <= time_left:
-            break
-    return Plan(start, gap_s, new_s, skipped)
+        return Plan(start, gap_s, float(gap_s) + clip_s + margin_s, skipped)
+
+    def spare_s(p: Plan) -> float:
+        """Estimated seconds between the reply and the bar line, beyond the lead."""
+        return float(p.gap_s - elapsed) - SAFETY * seconds_per_second * p.new_s - lead_s
+
+    plans = [at(skipped) for skipped in range(MAX_BARS_SKIPPED + 1)]
+    reachable = [p for p in plans if spare_s(p) >= 0]
+    return reachable[0] if reachable else max(plans, key=spare_s)
 
 
 def clip_start_frame(prompt_end_s: Fraction, gap_s: Fraction, sample_rate: int) -> int:

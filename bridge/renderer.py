@@ -24,6 +24,9 @@ from engine.tempo import Tempo
 
 Generate = Callable[[SampleRequest, Progress], np.ndarray]
 log = logging.getLogger("bridge.renderer")
+# Warm-up continuation lengths (seconds after the prompt): a short one pays the one-off set-up,
+# a live-sized one (a bar or two plus the gap before it) sets the speed estimate.
+WARM_UP_SECONDS = (2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -56,21 +59,23 @@ class Renderer:
         self.frame_rate = Fraction(model.frame_rate).limit_denominator(10_000) \
             if getattr(model, "frame_rate", None) else None
 
-    def warm_up(self, seconds: float = 2.0) -> None:
-        """Time a continuation of ``seconds`` after a live-sized prompt in every supported mode,
-        as a live continue runs it; the continuation planner picks the fastest mode from these."""
+    def warm_up(self, seconds: tuple[float, ...] = WARM_UP_SECONDS) -> None:
+        """Run a continuation of each of ``seconds`` after a live-sized prompt in every supported
+        mode, as a live continue runs it, so the first request finds every one-off set-up done
+        (allocations sized, kernels picked); the last length's wall time is the speed estimate
+        the continuation planner starts from (and picks the fastest mode by)."""
         rate = int(self.model.sample_rate)
         prompt = 0.01 * np.random.default_rng(0).standard_normal(
             (int(rate * continuation.PROMPT_SECONDS), int(self.model.audio_channels)),
             dtype=np.float32)
-        samples = round(rate * (continuation.PROMPT_SECONDS + seconds))
         for mode in self.model.supported_modes:
-            request = SampleRequest("warm up", {"mode": mode, "seed": 0}, samples, rate,
-                                    Tempo(120), prompt, rate)
-            for _ in range(2):   # the first run pays one-off set-up; the second is the estimate
+            for length in seconds:
+                request = SampleRequest("warm up", {"mode": mode, "seed": 0},
+                                        round(rate * (continuation.PROMPT_SECONDS + length)), rate,
+                                        Tempo(120), prompt, rate)
                 t0 = time.monotonic()
                 self.generate(request, lambda fraction: None)
-            self.speed.record(mode, time.monotonic() - t0, seconds)
+            self.speed.record(mode, time.monotonic() - t0, seconds[-1])
         log.info("generation speed (wall s per audio s): %s", self.speed.snapshot())
 
     def render(self, job: Job, settings: Settings, progress: Any) -> Published:
@@ -127,6 +132,7 @@ class Renderer:
 
     def _continue(self, job: Job, settings: Settings, progress: Any) -> Published:
         t = job.transport
+        t_start = time.monotonic()
         window = self.segment.read_capture(1)
         if window is None or window.end_frame <= 0:
             raise NoCapture("no audio has been captured since /barforge/capture")
@@ -149,14 +155,23 @@ class Renderer:
             settings, start + job.frames + self._margin_frames(t.sample_rate), t.sample_rate,
             Tempo(t.bpm, t.beats_per_bar, window.beat_at_end - prompt_beats), prompt,
             capture_rate), progress)
-        self.speed.record(settings.mode, time.monotonic() - t0, p.new_s)
+        t_generated = time.monotonic()
+        self.speed.record(settings.mode, t_generated - t0, p.new_s)
         audio = self._to_host(wav, settings.channels, t.sample_rate)
+        t_resampled = time.monotonic()
         extra = {"capture_end_frame": int(window.end_frame), "capture_beat_at_end": window.beat_at_end,
                  "capture_sample_rate": capture_rate, "prompt_frames": int(window.audio.shape[0]),
-                 "clip_start_in_generated": start, "skipped_next_bar": p.skipped_bar}
+                 "clip_start_in_generated": start, "skipped_next_bar": p.skipped_bar,
+                 "bars_skipped": p.bars_skipped}
         published, _ = self._finish(job, settings, audio, start, "end", float(p.start_beat), extra)
+        t_published = time.monotonic()
         beat_now = self._beat_now(window.end_frame, window.beat_at_end, read_at, t.bpm)
         left = continuation.bar_fraction_left(p.start_beat, beat_now, t.beats_per_bar)
+        log.info("job %s continue timing (ms): read+plan %.0f, generate %.0f (%.2f s of audio, "
+                 "mode %s), resample %.0f, cut+save+publish %.0f; bars skipped %d, bar left %.3f",
+                 job.id, 1000 * (t0 - t_start), 1000 * (t_generated - t0), p.new_s,
+                 settings.mode, 1000 * (t_resampled - t_generated),
+                 1000 * (t_published - t_resampled), p.bars_skipped, left)
         return Published(**{**published.__dict__, "bar_fraction_left": left})
 
     def segment_capture_capacity(self) -> int:

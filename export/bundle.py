@@ -134,8 +134,11 @@ def validation_sizes(spec: GraphSpec, window: int) -> list[dict[str, int]]:
         return [{"batch": base[i % 3][0], "cond_seq": base[i % 3][1], "past_seq": p}
                 for i, p in enumerate(pasts)]
     assert spec.name == "lm_full", spec.name
+    # lengths past one block of queries (banded_attention's 32 rows), with bands below and
+    # past the length (stage 0)
     return [{"batch": b, "cond_seq": L, "seq": t, "attn_band": band, "codebook": k}
-            for (b, L), t, band, k in zip(base, (1, 6, 15), (5, 2, 100), (0, 1, 2))]
+            for (b, L), t, band, k in zip(base + [(1, 3)], (1, 6, 15, 70), (5, 2, 100, 5),
+                                          (0, 1, 2, 1))]
 
 
 # ---------------------------------------------------------------- orchestration

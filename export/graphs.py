@@ -165,8 +165,10 @@ class LMStepGraph(nn.Module):
 
 
 class LMFullGraph(nn.Module):
-    """Non-causal (MAGNeT) pass: tokens [B, K, T], band (|i - j| <= band; >= T attends
-    everywhere) and codebook -> that codebook's logits [B, T, card]."""
+    """Non-causal (MAGNeT) pass: tokens [B, K, T], band (|i - j| <= band; >= T - 1 attends
+    everywhere) and codebook -> that codebook's logits [B, T, card]. Self-attention is
+    computed only inside the band (key windows gathered per block of queries), so a stage >= 1
+    pass does not pay for the T x T product."""
 
     def __init__(self, lm: LMModel) -> None:
         super().__init__()
@@ -175,10 +177,11 @@ class LMFullGraph(nn.Module):
     def forward(self, tokens: torch.Tensor, band: torch.Tensor, codebook: torch.Tensor,
                 *rest: torch.Tensor) -> torch.Tensor:
         beat, cross_flat = _split_beat(self.lm, rest)
-        # a tensor band keeps the band an input of the graph (a Python int would be a constant)
-        logits = self.lm(tokens, _pairs(cross_flat) or None, band=band,
-                         causal=False, beat=beat)  # [B, K, T, card]
-        return torch.index_select(logits, 1, codebook.reshape(1)).squeeze(1)   # [B, T, card]
+        # tensors keep the band and the codebook inputs of the graph (Python ints would be
+        # constants); a tensor band takes the gathered-window attention, whose cost grows
+        # with the band (engine/modules/banded_attention.py)
+        return self.lm(tokens, _pairs(cross_flat) or None, band=band, causal=False, beat=beat,
+                       codebook=codebook)  # [B, T, card]
 
 
 class TextEncoderGraph(nn.Module):

@@ -7,7 +7,8 @@ import engine.modules.transformer as transformer
 from engine.backends.base import ConditionTensors
 from engine.backends.torch_backend import TorchBackend
 from engine.models.lm import LMConfig, LMModel, debug_lm_config
-from engine.modules.banded_attention import banded_attention, banded_pays
+from engine.modules.banded_attention import (banded_attention, banded_attention_traced,
+                                             banded_pays)
 from engine.modules.transformer import self_attention_mask
 
 
@@ -177,3 +178,26 @@ def test_causal_cached_and_traced_runs_keep_the_mask_path(calls):
     with torch.no_grad():
         torch.jit.trace(Full(), (seq,), check_trace=False)
     assert calls == []  # tracing (ONNX export) records the masked graph
+
+
+@pytest.mark.parametrize("steps, band", [
+    (1, 0), (1, 5), (7, 0), (31, 1), (33, 5), (64, 5), (100, 3), (498, 5), (10, 20), (40, 39),
+    (40, 38), (50, 1 << 30),
+])
+def test_traced_form_equals_the_masked_full_attention(steps, band):
+    q, k, v = _qkv(steps)
+    out = banded_attention_traced(q, k, v, torch.tensor(band))
+    assert out.shape == q.shape
+    torch.testing.assert_close(out, _masked(q, k, v, band), rtol=1e-5, atol=1e-5)
+
+
+def test_traced_form_traced_once_serves_every_length_and_band():
+    """One trace (as the lm_full export records it) stays right at other sizes and bands,
+    stage 0's band past the length included: no size was frozen into it."""
+    q, k, v = _qkv(70)
+    traced = torch.jit.trace(banded_attention_traced, (q, k, v, torch.tensor(5)),
+                             check_trace=False)
+    for steps, band in ((70, 5), (200, 5), (200, 2), (90, 200), (3, 1), (33, 0)):
+        q, k, v = _qkv(steps, seed=steps)
+        torch.testing.assert_close(traced(q, k, v, torch.tensor(band)), _masked(q, k, v, band),
+                                   rtol=1e-5, atol=1e-5)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from bridge.continuation import MAX_BARS_SKIPPED
 from engine.tempo import frames_for_bars
 
 pytest.importorskip("engine.api", reason="engine.load_model is not available")
@@ -189,7 +190,9 @@ def test_continuation_starts_on_the_next_bar_line(served):
     address, params = mine[-1]
     assert address == "/barforge/done", params
     job, slot, frames, sr, channels, start_beat, path = params
-    assert start_beat in (20.0, 24.0)  # the next bar line after beat 19.3, or the one after
+    # beat 19.3 leaves less than LEAD_BARS (half a bar) before 20: the lead rule starts at 24,
+    # or later when the measured speed says the reply cannot reach 24 with half a bar left
+    assert 24.0 <= start_beat <= 20.0 + 4 * MAX_BARS_SKIPPED
     assert start_beat > beat_end and start_beat % 4 == 0
     assert frames == frames_for_bars(1, 120, 4, 48000)
     clip = seg.read_slot(slot)

@@ -73,6 +73,63 @@ def test_greedy_magnet_and_hybrid_codes_match_pytorch(magnet_pair, mode):
     assert float((out[0][0] - out[1][0]).abs().max()) < 1e-4
 
 
+@pytest.mark.parametrize("frames", [60, 200])   # torch: band as a mask / computed in blocks
+@pytest.mark.parametrize("band", [0, 5, None])
+def test_lm_full_band_limited_logits_equal_torch(magnet_pair, frames, band):
+    """The exported lm_full's gathered-window attention equals the torch runtime's band-limited
+    pass (at 200 frames torch computes only inside the band too; at 60 it masks)."""
+    torch_model, onnx_model = magnet_pair
+    cond = torch_model._condition_rows(torch_model._text(TEXTS), None, cfg=True)
+    tokens = torch.randint(0, torch_model.lm.card + 1, (4, torch_model.lm.n_q, frames),
+                           generator=torch.Generator().manual_seed(frames))
+    for codebook in (0, 3):
+        with torch.inference_mode():
+            ref = torch_model.backend.full(tokens, torch_model.backend.prepare(cond), band,
+                                           codebook=codebook)
+        got = onnx_model.backend.full(tokens, onnx_model.backend.prepare(cond), band,
+                                      codebook=codebook)
+        assert got.shape == ref.shape == (4, frames, torch_model.lm.card)
+        assert float((got - ref).abs().max()) < 1e-4
+
+
+def test_lm_full_attention_cost_grows_with_the_band_not_the_length(magnet_pair, tmp_path):
+    """No T x T score matrix in a stage >= 1 pass: the attention bias onnxruntime is fed has
+    the gathered windows' width (block + 2 band), not the length."""
+    import onnx.helper
+    bundle = tmp_path / "mb"
+    export_bundle(magnet_pair[0], bundle, log=lambda s: None)
+    graph = onnx.load(str(bundle / "lm_full.onnx"))
+    mha = [n for n in graph.graph.node if n.op_type == "MultiHeadAttention"]
+    bias = mha[0].input[5]   # the self-attention's additive band mask
+    probe = onnx.helper.make_tensor_value_info(bias, onnx.TensorProto.FLOAT, None)
+    graph.graph.output.append(probe)
+    sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    model = magnet_pair[0]
+    cond = model._condition_rows(model._text(TEXTS), None, cfg=True)
+    cross = magnet_pair[1].backend.prepare(cond).cross
+    feeds = {name: value.numpy() for name, value in cross.items()}
+    for frames, band, width in ((200, 5, 32 + 10), (200, 200, 200), (70, 1, 32 + 2)):
+        feeds.update(input_ids=np.zeros((4, model.lm.n_q, frames), np.int64),
+                     attn_band=np.array(band, np.int64), codebook=np.array(1, np.int64))
+        bias_value = sess.run([bias], feeds)[0]
+        assert bias_value.shape[-1] == width, (frames, band, bias_value.shape)
+
+
+@pytest.mark.parametrize("mode", ["magnet", "hybrid"])
+def test_sampled_magnet_codes_match_pytorch_for_the_same_seed(magnet_pair, mode):
+    """Sampling on, band on (4 s: 198 frames, past torch's banded-in-blocks threshold), the
+    model's sampling defaults. (Equality holds while no draw falls within float noise of a
+    token boundary: seed 7 with top_k 50 flips one draw, with the masked graph as before.)"""
+    torch_model, onnx_model = magnet_pair
+    assert torch_model.attn_band == 5
+    out = []
+    for m in (torch_model, onnx_model):
+        m.set_generation_params(duration=4.0, mode=mode, use_sampling=True,
+                                decoding_steps=(3, 2, 2, 2), seed=1)
+        out.append(m.generate(TEXTS, return_tokens=True)[1])
+    assert torch.equal(out[0], out[1])
+
+
 def test_a_bundle_keeps_the_checkpoints_sampling_defaults_and_span(magnet_pair, tmp_path):
     from engine.models.magnet import MAGNeT
     src = magnet_pair[0]

@@ -15,6 +15,7 @@ Shape letters: B batch, L tokens, C encoder width.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +29,36 @@ class TextEncoder(Protocol):
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden [B, L, C] float32 and mask [B, L] int64 (0 for padding and empty texts)."""
         ...
+
+
+class TextCache:
+    """The encodings of the last ``size`` batches of texts: a live session sends the same prompt
+    request after request, and its encoder forward is then paid once. Returns copies, so a
+    caller may change what it gets."""
+
+    def __init__(self, size: int = 8) -> None:
+        if size < 1:
+            raise ValueError(f"a text cache holds at least 1 entry, got {size!r}")
+        self.size = size
+        self._encoder: TextEncoder | None = None
+        self._entries: OrderedDict[tuple[str, ...],
+                                   tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    def encode(self, encoder: TextEncoder, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``encoder.encode(texts)``, from the cache when these texts were encoded lately."""
+        if encoder is not self._encoder:   # another encoder: what is held is not its output
+            self._encoder = encoder
+            self._entries.clear()
+        key = tuple(texts)
+        hit = self._entries.get(key)
+        if hit is None:
+            hit = encoder.encode(list(texts))
+            self._entries[key] = hit
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)   # the least recently used
+        else:
+            self._entries.move_to_end(key)
+        return hit[0].clone(), hit[1].clone()
 
 
 class HFTokenizer:

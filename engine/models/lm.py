@@ -26,6 +26,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from engine.config_dict import check_int, dataclass_from_dict
@@ -216,8 +217,9 @@ class LMModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, cross_kv: CrossKV | None = None,
                 cache: KVCache | None = None, prefix: torch.Tensor | None = None,
-                band: int | None = None, causal: bool | None = None,
-                codebook: int | None = None, beat: torch.Tensor | None = None) -> torch.Tensor:
+                band: int | torch.Tensor | None = None, causal: bool | None = None,
+                codebook: int | torch.Tensor | None = None,
+                beat: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (float32) for ``tokens`` [B, K, S]: [B, K, S, card], or [B, S, card] for one
         ``codebook``.
 
@@ -239,6 +241,9 @@ class LMModel(nn.Module):
             x = torch.cat([prefix.to(x.dtype), x], dim=1)  # [B, P + S, D]
         x = self.transformer(x, cross_kv, cache, causal=causal, band=band)
         x = self.out_norm(x[:, x.shape[1] - steps:])  # [B, S, D]
+        if isinstance(codebook, torch.Tensor):   # a graph input (lm_full): gather that head only
+            weight = torch.stack([head.weight for head in self.linears])  # [K, card, D]
+            return F.linear(x, weight.index_select(0, codebook.reshape(1))[0]).float()
         if codebook is not None:
             if not 0 <= codebook < self.n_q:
                 raise ValueError(f"codebook must be in [0, {self.n_q}), got {codebook!r}")

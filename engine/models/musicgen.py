@@ -19,7 +19,7 @@ from engine.backends.base import ConditionTensors, StepBackend
 from engine.conditioners.chroma import ChromaExtractor, melody_chroma, null_chroma
 from engine.conditioners.key import caption_key
 from engine.conditioners.caption import caption_bpm
-from engine.conditioners.text import TextEncoder
+from engine.conditioners.text import TextCache, TextEncoder
 from engine.decoding.ar import generate_ar
 from engine.decoding.delay_pattern import DelayPattern
 from engine.decoding.options import refuse_inapplicable
@@ -65,6 +65,7 @@ class MusicGen:
         self.compression_model = compression_model
         self.lm = lm
         self.text_encoder = text_encoder
+        self._text_cache = TextCache()
         self._max_duration = float(max_duration)
         if backend is None:
             if lm is None:
@@ -282,8 +283,9 @@ class MusicGen:
         if self.text_encoder is None:
             return None
         with torch.inference_mode():
-            hidden, mask = self.text_encoder.encode([d or "" for d in descriptions])
-        mask = mask.clone().float()
+            hidden, mask = self._text_cache.encode(self.text_encoder,
+                                                   [d or "" for d in descriptions])
+        mask = mask.float()
         for i, d in enumerate(descriptions):
             if not d:
                 mask[i] = 0.0

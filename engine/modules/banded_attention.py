@@ -13,7 +13,12 @@ gathered or unfolded from padded keys): a mask broadcast over blocks sends SDPA 
 path, and the padded / gathered copies cost more than the saved per-call overhead
 (bench/RESULTS_banded_attention.md).
 
-Shape letters: B batch, H heads, T frames, Dh head dim.
+An exported graph cannot loop over blocks of a length it does not know:
+``banded_attention_traced`` is the same computation with every size taken from tensors, the
+windows gathered and all blocks in one batched call, which onnxruntime runs as one
+``MultiHeadAttention`` (the lm_full export; bench/RESULTS_magnet.md).
+
+Shape letters: B batch, H heads, T frames, Dh head dim; N blocks, R rows per block, W window.
 """
 from __future__ import annotations
 
@@ -75,3 +80,44 @@ def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, band: in
             q[:, :, start:end], k[:, :, key_start:key_end], v[:, :, key_start:key_end],
             attn_mask=mask)  # [B, H, end - start, Dh]
     return out
+
+
+def banded_attention_traced(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            band: torch.Tensor, block: int = DEFAULT_BLOCK) -> torch.Tensor:
+    """:func:`banded_attention` for an exported graph: ``band`` a 0-d int64 tensor (a graph
+    input), every size computed from tensors, no Python branch, so one traced graph serves
+    every band and length.
+
+    The queries are cut into blocks of ``block`` rows; each block's keys and values, a window
+    of ``block + 2 band`` frames (clipped into ``[0, T)``), are gathered, and all blocks run as
+    one batched attention (batch ``B * blocks``) with a small band mask: the cost grows with the
+    band, not with ``T^2``. A band that reaches every key (``band >= T - 1``, MAGNeT's stage 0)
+    makes it one block of all ``T`` rows over all ``T`` keys: plain full attention.
+    Returns [B, H, T, Dh], equal to float tolerance to the band-masked full attention.
+    """
+    b, h, steps, dh = q.shape
+    pos = torch.arange(steps, device=q.device)                                   # [T]
+    n = pos[-1] + 1                                                              # T, a tensor
+    band = band.to(pos.dtype)
+    rows = torch.where(band >= n - 1, n, torch.clamp(n, max=block))              # block rows
+    width = torch.minimum(rows + 2 * band, n)                                    # key window
+    starts = torch.arange((n + rows - 1) // rows, device=q.device) * rows       # [N] block starts
+    q_idx = torch.minimum(starts[:, None] + torch.arange(rows, device=q.device)[None, :], n - 1)
+    k_start = torch.minimum(torch.clamp(starts - band, min=0), n - width)        # [N]
+    k_idx = k_start[:, None] + torch.arange(width, device=q.device)[None, :]    # [N, W]
+    rows_n, width_n = q_idx.shape[1], k_idx.shape[1]
+    mask = (q_idx[:, :, None] - k_idx[:, None, :]).abs() <= band                # [N, R, W]
+
+    def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """x [B, H, T, Dh] at idx [N, M] -> [B * N, H, M, Dh]. Gathered in the frames-major
+        layout the projection wrote (x is a transposed view of [B, T, H, Dh]), so the graph
+        moves no more data than the gather itself and one transpose."""
+        g = x.transpose(1, 2).index_select(1, idx.reshape(-1))                   # [B, N*M, H, Dh]
+        return g.reshape(-1, idx.shape[1], h, dh).transpose(1, 2)
+
+    batched_mask = mask[None, :, None].expand(b, -1, 1, rows_n, width_n) \
+        .reshape(-1, 1, rows_n, width_n)                                         # [B * N, 1, R, W]
+    out = F.scaled_dot_product_attention(gather(q, q_idx), gather(k, k_idx), gather(v, k_idx),
+                                         attn_mask=batched_mask)                 # [B * N, H, R, Dh]
+    out = out.transpose(1, 2).reshape(b, -1, h, dh)[:, :steps]                 # [B, T, H, Dh]
+    return out.transpose(1, 2)

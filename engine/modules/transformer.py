@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.modules.banded_attention import banded_attention, banded_pays
+from engine.modules.banded_attention import (banded_attention, banded_attention_traced,
+                                             banded_pays)
 from engine.modules.kv_cache import ConcatKVCache, StaticKVCache
 
 KVCache = StaticKVCache | ConcatKVCache
@@ -83,10 +84,11 @@ class MultiheadAttention(nn.Module):
 
     def forward_self(self, x: torch.Tensor, layer: int, cache: KVCache | None,
                      mask: torch.Tensor | None, is_causal: bool,
-                     band: int | None = None) -> torch.Tensor:
+                     band: int | torch.Tensor | None = None) -> torch.Tensor:
         """Self-attention of ``x`` [B, S, D]; new keys/values go into ``cache`` (if any).
 
-        ``band``: computed only inside ``|i - j| <= band`` instead of through ``mask``.
+        ``band``: computed only inside ``|i - j| <= band`` instead of through ``mask`` (a tensor
+        band: the traceable form, for exported graphs).
         """
         b, s, _ = x.shape
         qkv = F.linear(x, self.in_proj_weight)  # [B, S, 3D]
@@ -94,7 +96,9 @@ class MultiheadAttention(nn.Module):
         q, k, v = qkv.unbind(0)  # each [B, H, S, Dh]
         if cache is not None:
             k, v = cache.update(layer, k, v)  # [B, H, S_past + S, Dh]
-        if band is not None:
+        if isinstance(band, torch.Tensor):
+            out = banded_attention_traced(q, k, v, band)
+        elif band is not None:
             out = banded_attention(q, k, v, band)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
@@ -134,7 +138,7 @@ class TransformerLayer(nn.Module):
     def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None,
                 cross: tuple[torch.Tensor, torch.Tensor] | None,
                 mask: torch.Tensor | None, is_causal: bool,
-                band: int | None = None) -> torch.Tensor:
+                band: int | torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.self_attn.forward_self(self.norm1(x), layer, cache, mask, is_causal, band)
         if self.cross_attention is not None:
             assert cross is not None, "a cross-attention layer needs its condition keys/values"
@@ -160,7 +164,7 @@ class StreamingTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, cross_kv: CrossKV | None = None,
                 cache: KVCache | None = None, causal: bool = True,
-                band: int | None = None) -> torch.Tensor:
+                band: int | torch.Tensor | None = None) -> torch.Tensor:
         """Run ``x`` [B, S, D] (positions after ``cache.length``) through every layer.
 
         The cache (if any) is advanced by S once all layers have written.
@@ -176,11 +180,19 @@ class StreamingTransformer(nn.Module):
         is_causal = causal and band is None and past == 0 and s > 1
         if is_causal:
             mask = None
-        # MAGNeT's restricted context on the torch runtime: attention computed only inside the
-        # band; traced / exported graphs (a tensor band) keep the mask.
-        inner_band = band if (isinstance(band, int) and not causal and past == 0
-                              and banded_pays(s, band) and not torch.jit.is_tracing()
-                              and not torch.onnx.is_in_onnx_export()) else None
+        # MAGNeT's restricted context: attention computed only inside the band. On the torch
+        # runtime when it pays at this length; in a traced graph (a tensor band, the lm_full
+        # export) always, in its branch-free form, which is full attention when the band
+        # reaches every key.
+        if causal or past or band is None:
+            inner_band = None
+        elif isinstance(band, torch.Tensor):
+            inner_band = band
+        else:   # a Python band would freeze its blocks into a trace: traces keep the mask
+            tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+            inner_band = band if not tracing and banded_pays(s, band) else None
+        if inner_band is not None:
+            mask = None
         has_cross = self.layers[0].cross_attention is not None if len(self.layers) else False
         if has_cross and (cross_kv is None or len(cross_kv) != len(self.layers)):
             raise ValueError(f"cross_kv must hold keys/values for all {len(self.layers)} layers "
