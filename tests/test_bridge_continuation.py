@@ -102,18 +102,19 @@ def test_text_cache_encodes_a_repeated_prompt_once_and_keeps_the_last_eight():
 def test_warm_up_runs_each_length_in_every_mode_and_estimates_from_the_last():
     from bridge.renderer import Renderer
     from engine.api import debug_magnet
+    from engine.sample_generation import generate_samples
     model = debug_magnet()
     asked = []
-    real_set = model.set_generation_params
 
-    def recording(**params):
-        asked.append((params["mode"], params["duration"]))
-        real_set(**params)
+    def recording(request, progress):
+        asked.append((request.params["mode"], request.samples / request.sample_rate,
+                      request.prompt.shape[0] / request.prompt_rate))
+        return generate_samples(model, request, progress)
 
-    model.set_generation_params = recording
-    renderer = Renderer(model, "debug-magnet", segment=None, store=None)
+    renderer = Renderer(model, "debug-magnet", segment=None, store=None, generate=recording)
     renderer.warm_up((0.5, 1.0))
     prompt_s = continuation.PROMPT_SECONDS
-    assert asked == [(mode, prompt_s + s) for mode in model.supported_modes for s in (0.5, 1.0)]
+    assert asked == [(mode, pytest.approx(prompt_s + s), pytest.approx(prompt_s))
+                     for mode in model.supported_modes for s in (0.5, 1.0)]
     speeds = renderer.speed.snapshot()
     assert set(speeds) == set(model.supported_modes) and all(v > 0 for v in speeds.values())
