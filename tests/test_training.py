@@ -216,6 +216,20 @@ def test_checkpoint_resumes_bit_exactly(corpus, codes, tmp_path, objective):
     assert (checkpoint_dir(tmp_path / "b") / "checkpoint.pt").is_file()
 
 
+def test_weights_only_checkpoints_export_weights_and_refuse_resume(corpus, tmp_path):
+    task = _codec_task(corpus, steps=4)
+    run_training(task, LoopOptions(steps=4, out=tmp_path / "w", progress=False, checkpoint_every=2,
+                                   training_state=False), CPU)
+    assert json.loads((tmp_path / "w" / "codec.json").read_text())["steps"] == 4
+    assert not checkpoint_dir(tmp_path / "w").exists()          # no optimizer state written
+    with pytest.raises(ValueError, match="--init-from"):
+        run_training(_codec_task(corpus, steps=4), LoopOptions(steps=4, out=tmp_path / "w", resume=True,
+                                                               training_state=False), CPU)
+    state = load_trained_codec(tmp_path / "w").state_dict()
+    resumed = _codec_task(corpus, steps=2, init_state=state)     # --init-from: continue from the weights
+    assert all(torch.equal(resumed.model.state_dict()[k], v) for k, v in state.items())
+
+
 @pytest.mark.skipif(shutil.which("torchrun") is None and not hasattr(sys, "executable"), reason="no torchrun")
 def test_two_torchrun_processes_train_together_on_cpu(corpus, tmp_path):
     task = _codec_task(corpus, steps=1)
@@ -243,3 +257,17 @@ def test_codec_eval_reports_whether_the_key_survives(corpus, tmp_path):
     assert {"codec_key_kept", "mulaw4_key_kept", "lowpass8k_key_kept"} <= set(mean)
     assert mean["lowpass8k_key_kept"] == 1.0                   # the tones lie far below 8 kHz
     assert all(0.0 <= mean[k] <= 1.0 for k in mean if k.endswith("_key_kept"))
+    # drums kept: the percussive share of each copy beside the originals' (clicks: above zero)
+    assert {"original_percussive", "codec_percussive", "mulaw4_percussive"} <= set(result["median"])
+    assert result["median"]["original_percussive"] > 0
+
+
+def test_codec_eval_takes_a_model_name_or_a_trained_codec_folder(corpus, tmp_path):
+    from engine.recipes.evaluation.command import _codec
+
+    task = _codec_task(corpus, steps=1)
+    task.export(tmp_path / "codec", 1, {})
+    assert _codec(str(tmp_path / "codec")).config == TINY_CODEC
+    assert isinstance(_codec("debug"), EncodecModel)           # a model: its codec (`--codec default`)
+    with pytest.raises(ValueError, match="unknown model"):
+        _codec(str(tmp_path / "nothing"))

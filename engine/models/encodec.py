@@ -19,6 +19,7 @@ from torch import nn
 from engine.config_dict import dataclass_from_dict
 from engine.modules.conv import PAD_MODES
 from engine.modules.istft_decoder import ISTFTDecoder
+from engine.modules.pitch_encoder import PitchEncoder
 from engine.modules.quantization import ResidualVectorQuantizer
 from engine.modules.seanet import SEANetDecoder, SEANetEncoder
 
@@ -32,6 +33,8 @@ class CodecConfig:
     False gives random codebooks usable at once (debug models). ``decoder``: "seanet"
     (EnCodec's, loads audiocraft checkpoints) or "istft" (engine/modules/istft_decoder.py, mono:
     ConvNeXt blocks at ``istft_upsample`` x the frame rate predicting an STFT).
+    ``pitch_bins_per_octave``: 0, or the resolution of a fixed log-frequency analysis whose
+    learned projection is added to the encoder's latent (engine/modules/pitch_encoder.py, mono).
     """
 
     sample_rate: int = 32000
@@ -62,6 +65,7 @@ class CodecConfig:
     istft_low_layers: int = 2
     istft_high_layers: int = 4
     istft_upsample: int = 4
+    pitch_bins_per_octave: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ratios", tuple(int(r) for r in self.ratios))
@@ -80,6 +84,8 @@ class CodecConfig:
             raise ValueError(f"CodecConfig.decoder must be 'seanet' or 'istft', got {self.decoder!r}")
         if self.decoder == "istft" and self.channels != 1:
             raise ValueError(f"the istft decoder is mono: CodecConfig.channels must be 1, got {self.channels}")
+        if self.pitch_bins_per_octave and self.channels != 1:
+            raise ValueError(f"the pitch front-end is mono: CodecConfig.channels must be 1, got {self.channels}")
         if self.n_residual_layers < 0 or self.lstm_layers < 0:
             raise ValueError("CodecConfig.n_residual_layers and lstm_layers must be >= 0")
 
@@ -132,7 +138,7 @@ class EncodecModel(nn.Module):
 
     ``encode(wav[B, C, N]) -> codes[B, K, T]``; ``decode(codes[B, K, T]) -> wav[B, C, T*hop]``
     (the decoder always returns whole frames: cut to N yourself). For training:
-    ``encoder(wav) -> latent``, ``quantizer(latent) -> (quantized, codes, commit_loss)``,
+    ``latent(wav)``, ``quantizer(latent) -> (quantized, codes, commit_loss)``,
     ``decoder(quantized) -> wav``, or ``forward(wav)`` for all three, then
     ``quantizer.ema_update(latent, codes)``.
     """
@@ -148,6 +154,8 @@ class EncodecModel(nn.Module):
                       dilation_base=c.dilation_base, causal=c.causal, pad_mode=c.pad_mode,
                       true_skip=c.true_skip, compress=c.compress, lstm=c.lstm_layers)
         self.encoder = SEANetEncoder(**seanet)
+        self.pitch_encoder = (PitchEncoder(c.sample_rate, c.hop_length, c.pitch_bins_per_octave, c.dimension)
+                              if c.pitch_bins_per_octave else None)
         if c.decoder == "istft":
             self.decoder: nn.Module = ISTFTDecoder(c.dimension, c.hop_length, c.istft_dim, c.istft_low_layers,
                                                    c.istft_high_layers, c.istft_upsample)
@@ -193,7 +201,15 @@ class EncodecModel(nn.Module):
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """Waveform [B, C, N] -> codes [B, K, T] (int64), T = ceil(N / hop)."""
         self._check_wav(wav)
-        return self.quantizer.encode(self.encoder(wav))   # [B, D, T] -> [B, K, T]
+        return self.quantizer.encode(self.latent(wav))    # [B, D, T] -> [B, K, T]
+
+    def latent(self, wav: torch.Tensor) -> torch.Tensor:
+        """Waveform [B, C, N] -> encoder latent [B, D, T] before quantization (SEANet, plus the
+        pitch front-end's projection when the config has one)."""
+        latent = self.encoder(wav)
+        if self.pitch_encoder is not None:
+            latent = latent + self.pitch_encoder(wav, latent.shape[-1])
+        return latent
 
     def decode_latent(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes [B, K, T] -> quantized latent [B, D, T]."""
@@ -215,7 +231,7 @@ class EncodecModel(nn.Module):
     def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecForwardOutput:
         """Training pass: encode, quantize (straight-through), decode, cut to the input length."""
         self._check_wav(wav)
-        latent = self.encoder(wav)                         # [B, D, T]
+        latent = self.latent(wav)                          # [B, D, T]
         quantized, codes, commit_loss = self.quantizer(latent, n_q)
         audio = self.decoder(quantized)[..., :wav.shape[-1]]   # [B, C, N]
         return CodecForwardOutput(audio, codes, latent, commit_loss)

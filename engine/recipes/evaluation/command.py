@@ -24,15 +24,28 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.eval_command == "codec":
-        from engine.recipes.training.codec import load_trained_codec
-        result = suites.eval_codec(load_trained_codec(args.codec), args.data, out, args.items, args.seconds, args.split)
+        result = suites.eval_codec(_codec(args.codec), args.data, out, args.items, args.seconds, args.split)
     elif args.eval_command == "corpus":
         result = suites.eval_corpus(args.data, out, args.items, args.drum_threshold)
     else:
         result = suites.eval_generate(args.model, out, args.prompts, args.seed, args.bars, args.mode, args.drum_threshold)
     (out / "results.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps({"kind": result["kind"], "items": result["items"], "mean": result["mean"]}, indent=1))
+    print(json.dumps({k: result[k] for k in ("kind", "items", "mean", "median") if k in result}, indent=1))
     return 0
+
+
+def _codec(name: str):
+    """The codec of a `train codec --out` folder (codec.json), else of a model ``load_model``
+    accepts (e.g. ``default``, the shipped one)."""
+    if (Path(name) / "codec.json").is_file():
+        from engine.recipes.training.codec import load_trained_codec
+        return load_trained_codec(name)
+    from engine.pretrained import load_parts
+    codec = load_parts(name).codec
+    if not hasattr(codec, "quantizer"):
+        raise ValueError(f"--codec {name}: expected a `train codec --out` folder or a PyTorch model, "
+                         "got a model whose codec is not a mono PyTorch EncodecModel (an ONNX bundle or stereo)")
+    return codec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     esub = p.add_subparsers(dest="eval_command", required=True, metavar="WHAT")
     c = esub.add_parser("codec", help="codec vs 4-bit mu-law and an 8 kHz low-pass on held-out loops")
-    c.add_argument("--codec", required=True, help="a `train codec --out` folder")
+    c.add_argument("--codec", required=True,
+                   help="a `train codec --out` folder, or a model (e.g. default: the shipped codec)")
     c.add_argument("--data", required=True, help="synth corpus (its 'valid' split is used)")
     c.add_argument("--items", type=int, default=20)
     c.add_argument("--split", choices=("valid", "train", "all"), default="valid")

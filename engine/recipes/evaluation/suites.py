@@ -54,16 +54,21 @@ def eval_codec(codec, corpus: str, out: Path, items: int, seconds: float, split:
         ref = torch.from_numpy(wav)
         row = {"id": item["id"], "caption": item["caption"]}
         key = M.estimate_key(wav, sr)
+        row["original_percussive"] = M.percussive_ratio(wav, sr)
         for name, est in (("codec", recon), ("mulaw4", M.mu_law(wav, 4)), ("lowpass8k", M.lowpass(wav, sr, 8000))):
             e = torch.from_numpy(np.ascontiguousarray(est, dtype=np.float32))
             row[f"{name}_mel"] = float(M.multiscale_mel_distance(ref, e, sr))
             row[f"{name}_sisnr_db"] = float(M.si_snr(ref, e))
             # pitch kept: the key-finder hears the same key in the copy as in the original
             row[f"{name}_key_kept"] = float(M.estimate_key(np.asarray(est, dtype=np.float32), sr) == key)
+            # drums kept: the high-band percussive share of the copy next to the original's
+            row[f"{name}_percussive"] = M.percussive_ratio(np.asarray(est, dtype=np.float32), sr)
         rows.append(row)
         spectrogram_png(out / f"{item['id']}.png", [wav, recon], sr)
-    keys = [k for k in rows[0] if k.endswith(("_mel", "_db", "_key_kept"))]
-    return {"kind": "codec", "items": len(rows), "mean": _summary(rows, keys), "per_item": rows}
+    keys = [k for k in rows[0] if k.endswith(("_mel", "_db", "_key_kept", "_percussive"))]
+    percussive = [k for k in keys if k.endswith("_percussive")]
+    return {"kind": "codec", "items": len(rows), "mean": _summary(rows, keys),
+            "median": {k: float(np.median([r[k] for r in rows])) for k in percussive}, "per_item": rows}
 
 
 def loop_metrics(wav: np.ndarray, sr: int, bpm: float, key: str, drums: bool, drum_threshold: float) -> dict:

@@ -184,6 +184,8 @@ class CodecTask:
                                      f"missing {[k for k in missing if not k.startswith('decoder.')]}")
             if decoder_only:
                 self.model.encoder.requires_grad_(False)
+                if self.model.pitch_encoder is not None:
+                    self.model.pitch_encoder.requires_grad_(False)
                 self.model.quantizer.requires_grad_(False)
             self.disc = MultiScaleSTFTDiscriminator(disc_filters).to(dist.device) if adv_start >= 0 else None
         frames = -(-data.crop // config.hop_length)

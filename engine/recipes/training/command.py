@@ -39,6 +39,9 @@ def _common(p: argparse.ArgumentParser, lr: float, batch: int) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from <out>.train/checkpoint.pt")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--weights-only", action="store_true",
+                   help="checkpoints write only the exported weights into --out, no optimizer "
+                        "state (continue with --init-from, not --resume)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -71,7 +74,8 @@ def _setup(args: argparse.Namespace):
         torch.set_num_threads(args.threads)
     dist = setup_distributed(args.device)
     opts = LoopOptions(steps=args.steps, out=Path(args.out), seed=args.seed, resume=args.resume,
-                       checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+                       checkpoint_every=args.checkpoint_every, progress=not args.quiet,
+                       training_state=not args.weights_only)
     return dist, opts
 
 
@@ -101,7 +105,8 @@ def _run_codec(args: argparse.Namespace) -> int:
     else:
         config = CodecConfig(n_filters=args.filters, dimension=args.dimension,
                              lstm_layers=args.lstm_layers, n_q=args.n_q, bins=args.bins,
-                             ratios=tuple(args.ratios), decoder=args.decoder or "seanet")
+                             ratios=tuple(args.ratios), decoder=args.decoder or "seanet",
+                             pitch_bins_per_octave=args.pitch_bins_per_octave)
     data = AudioCrops(args.data, config.sample_rate, round(args.crop_s * config.sample_rate))
     weights = CodecLossWeights(l1=args.l1_weight, mel=args.mel_weight, stft=args.stft_weight,
                                adv=args.adv_weight, feat=args.feat_weight, pitch=args.pitch_weight,
@@ -247,6 +252,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="log-STFT L1 at long windows below 4 kHz (keeps pitch; 0: off)")
     c.add_argument("--chroma-weight", type=float, default=0.0,
                    help="per-frame pitch-class profile L1, 55-1000 Hz (keeps harmony; 0: off)")
+    c.add_argument("--pitch-bins-per-octave", type=int, default=0,
+                   help="a fixed log-frequency (CQT-like) front-end with this many bins per octave "
+                        "(a multiple of 12) feeding the encoder (0: none)")
     c.add_argument("--init-from", default=None,
                    help="start from an earlier `train codec --out` folder (its architecture: "
                         "--filters/--dimension/... are ignored)")

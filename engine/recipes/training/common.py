@@ -171,6 +171,7 @@ class LoopOptions:
     checkpoint_every: int = 500
     log_every: int = 10
     progress: bool = True
+    training_state: bool = True     # False: checkpoints export the weights only (no --resume)
 
 
 def run_training(task: Task, opts: LoopOptions, dist: Dist) -> dict[str, float]:
@@ -178,6 +179,9 @@ def run_training(task: Task, opts: LoopOptions, dist: Dist) -> dict[str, float]:
     mean of each logged loss over the last ``log_every`` steps."""
     from tqdm import tqdm
 
+    if opts.resume and not opts.training_state:
+        raise ValueError("--resume needs the optimizer state that --weights-only does not keep: "
+                         "continue from the weights with --init-from")
     ckpt = checkpoint_dir(opts.out) / "checkpoint.pt"
     start = load_checkpoint(ckpt, task, dist.device) if opts.resume else 0
     bar = tqdm(total=opts.steps, initial=start, disable=not (opts.progress and dist.main),
@@ -195,7 +199,8 @@ def run_training(task: Task, opts: LoopOptions, dist: Dist) -> dict[str, float]:
             bar.set_postfix({k: f"{sum(v) / len(v):.3f}" for k, v in window.items()}, refresh=False)
         done = step + 1
         if dist.main and (done % opts.checkpoint_every == 0 or done == opts.steps):
-            save_checkpoint(ckpt, task, done)
+            if opts.training_state:
+                save_checkpoint(ckpt, task, done)
             task.export(opts.out, done, {k: sum(v) / len(v) for k, v in window.items()})
     bar.close()
     if dist.enabled:
