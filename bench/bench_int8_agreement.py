@@ -68,7 +68,7 @@ def main() -> None:
     full = model.pattern.build(codes, special).numpy()                             # [B, K, T + K]
     seq, real = full[..., :-1], full[..., 1:] != special   # inputs; positions predicting real tokens
     hidden, mask = model.text_encoder.encode(captions)
-    beat = model._beat(captions)
+    beat = model._beat(captions, None)   # each caption's own "bpm: N"
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     x = ort.InferenceSession(str(cross), opts, providers=["CPUExecutionProvider"])
