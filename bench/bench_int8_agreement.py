@@ -1,7 +1,8 @@
 """int8 / int4 vs fp32 greedy agreement of a trained AR LM on real token sequences, through
 onnxruntime.
 
-The fp32 ``lm_prefill`` graph of an exported bundle is quantized with onnxruntime's quantizers
+The fp32 ``lm_step`` graph of an exported bundle (run from an empty cache over the whole
+sequence, as it runs a prompt) is quantized with onnxruntime's quantizers
 (export/quantize.py): dynamic per-channel int8 (every MatMul/Gather, and all but the output
 heads: the int8 format before block-wise weights); block-wise MatMulNBits 8-bit with fp32 heads
 (the shipped int8) and 4-bit with 4-bit, 8-bit (the shipped int4) and fp32 heads. Sequences: the torch model's own AR generations for ``--prompts``
@@ -58,7 +59,7 @@ def main() -> None:
     manifest = read_manifest(Path(args.bundle))
     ar = "ar" if "ar" in manifest["lms"] else "magnet"
     graphs = manifest["lms"][ar]["graphs"]
-    prefill = Path(args.bundle) / manifest["graphs"][graphs["prefill"]]["file"]
+    step = Path(args.bundle) / manifest["graphs"][graphs["step"]]["file"]
     cross = Path(args.bundle) / manifest["graphs"][graphs["cross"]]["file"]
     captions = [describe(s.description, s.bpm, s.key) for s in (sample_spec(999_999, i) for i in range(args.prompts))]
     model.set_generation_params(duration=args.seconds, mode="ar", seed=0, use_sampling=True)
@@ -67,7 +68,7 @@ def main() -> None:
     full = model.pattern.build(codes, special).numpy()                             # [B, K, T + K]
     seq, real = full[..., :-1], full[..., 1:] != special   # inputs; positions predicting real tokens
     hidden, mask = model.text_encoder.encode(captions)
-    beat = model._beat(captions)
+    beat = model._beat(captions, None)   # each caption's own "bpm: N"
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     x = ort.InferenceSession(str(cross), opts, providers=["CPUExecutionProvider"])
@@ -75,16 +76,23 @@ def main() -> None:
                       "encoder_attention_mask": mask.long().numpy()})
     feeds = {o.name.replace("present.", "past_key_values.", 1): v for o, v in zip(x.get_outputs(), kv)}
     feeds["input_ids"] = seq.astype(np.int64)
+    # the prompt form of lm_step: an empty cache whose buffers hold exactly the sequence
+    lm = manifest["lms"][ar]
+    feeds["past_sequence_length"] = np.array(0, dtype=np.int64)
+    for i in range(lm["num_layers"]):
+        for part in ("key", "value"):
+            feeds[f"past_key_values.{i}.decoder.{part}"] = np.zeros(
+                (seq.shape[0], lm["num_heads"], seq.shape[2], lm["head_dim"]), np.float32)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        variants = {"fp32": prefill}
+        variants = {"fp32": step}
         for name, quantize in (
-                ("dynamic int8 (all MatMul)", lambda d: quantize_int8(prefill, d, keep_fp32=())),
-                ("dynamic int8, fp32 heads", lambda d: quantize_int8(prefill, d)),
-                ("block int8, fp32 heads (shipped int8)", lambda d: quantize_nbits(prefill, d, 8, None)),
-                ("block int4 (all MatMul)", lambda d: quantize_nbits(prefill, d, 4, 4)),
-                ("block int4, 8-bit heads (shipped int4)", lambda d: quantize_nbits(prefill, d, 4, 8)),
-                ("block int4, fp32 heads", lambda d: quantize_nbits(prefill, d, 4, None))):
+                ("dynamic int8 (all MatMul)", lambda d: quantize_int8(step, d, keep_fp32=())),
+                ("dynamic int8, fp32 heads", lambda d: quantize_int8(step, d)),
+                ("block int8, fp32 heads (shipped int8)", lambda d: quantize_nbits(step, d, 8, None)),
+                ("block int4 (all MatMul)", lambda d: quantize_nbits(step, d, 4, 4)),
+                ("block int4, 8-bit heads (shipped int4)", lambda d: quantize_nbits(step, d, 4, 8)),
+                ("block int4, fp32 heads", lambda d: quantize_nbits(step, d, 4, None))):
             dst = Path(tmp) / f"{len(variants)}.onnx"
             quantize(dst)
             variants[name] = dst
@@ -100,8 +108,8 @@ def main() -> None:
     ref = results["fp32"][0]
     lines = [f"\n## bench_int8_agreement.py ({time.strftime('%Y-%m-%d %H:%M')}), model `{args.model}`\n\n"
              f"{args.prompts} held-out captions x {args.seconds} s, the torch model's AR generations "
-             f"({int(real.sum())} real-token positions), teacher-forced through `lm_prefill`:\n\n"
-             "| graph | greedy agreement with fp32 | prefill time (s) | size (MB) |\n|---|---|---|---|\n"]
+             f"({int(real.sum())} real-token positions), teacher-forced through `lm_step`:\n\n"
+             "| graph | greedy agreement with fp32 | prompt time (s) | size (MB) |\n|---|---|---|---|\n"]
     for name, (argmax, secs, size) in results.items():
         agree = float((argmax == ref)[real].mean())
         lines.append(f"| {name} | {agree:.3f} | {secs:.2f} | {size / 1e6:.1f} |\n")

@@ -9,9 +9,13 @@ fp32, int8 and int4 bundle. Batch 1 with CFG 3 (2 rows), greedy, ``--seconds`` o
 Phases:
 
 1. Exports (in a child process; cached in ``--workdir``, keyed by shape, seed and a hash of the
-   export and model code).
+   export and model code). ``--export-only`` stops here, so the timed run is a separate one.
 2. Peak RSS: each variant loads and generates once in its own fresh (spawned) process.
-3. Timing, in this process with every variant loaded: ``--rounds`` rounds, the variants in
+3. Agreement: our fp32 bundle's greedy tokens against transformers' on the same weights,
+   condition and a random token sequence, teacher-forced; below ``--min-agreement`` (0.9) of
+   equal positions the two sides do not compute the same model and the benchmark refuses to
+   report ratios.
+4. Timing, in this process with every variant loaded: ``--rounds`` rounds, the variants in
    rotated order each round (transformers between ours), each timed from its per-step
    callbacks (ours: ``progress_callback``; transformers: a logits processor), so both exclude
    text encoding, the first (prefill) call and audio decoding. ms/step: the median over all of a
@@ -113,15 +117,17 @@ def build_ours(cfg: LMConfig, hf: Any, seconds: float) -> Any:
 
 
 def hf_condition(cfg: LMConfig) -> torch.Tensor:
-    """The cross-attention input our backends see for ``TEXT`` with CFG ([cond; null] rows,
-    projected to the LM width), handed to transformers as ``encoder_hidden_states``.
+    """The cross-attention input our LM computes for ``TEXT`` with CFG ([cond; null] rows,
+    projected to the LM width and zeroed where the mask is 0, as ``project_condition`` does),
+    handed to transformers as ``encoder_hidden_states``: both sides attend to the same states.
 
-    Without its mask: transformers 5.25's ``generate`` fails on an encoder mask with a zero
-    (a size mismatch between the 4-D cross mask and the keys), so every row attends to every
-    position, as ours does on the unpadded row: the same work per step."""
-    hidden, _ = text_encoder(cfg).encode(TEXT)
+    Without a mask: transformers 5.25's ``generate`` fails on an encoder mask with a zero (a
+    size mismatch between the 4-D cross mask and the keys); ours has none either (masked
+    positions are zero states, attended to by every row on both sides)."""
+    hidden, mask = text_encoder(cfg).encode(TEXT)
+    rows, rows_mask = torch.cat([hidden, torch.zeros_like(hidden)]), torch.cat([mask, 0 * mask])
     with torch.inference_mode():
-        return cond_projection(cfg)(torch.cat([hidden, torch.zeros_like(hidden)]))
+        return cond_projection(cfg)(rows) * rows_mask.to(rows.dtype)[..., None]
 
 
 # ---------------------------------------------------------------- one timed run per variant
@@ -137,8 +143,14 @@ def run_ours(model: Any, seconds: float) -> list[float]:
 
 def run_hf(hf: Any, cond: torch.Tensor, steps: int) -> list[float]:
     """transformers ``generate`` of ``steps`` tokens per codebook row, greedy, CFG; the time of
-    each step (its logits processors run once per step)."""
-    from transformers import LogitsProcessor, LogitsProcessorList
+    each step (its logits processors run once per step).
+
+    The cache is passed in, an ``EncoderDecoderCache`` of two ``DynamicCache``s (as ``cache``,
+    the argument's name in transformers 5.25): left to itself, ``MusicgenForCausalLM.generate``
+    in 5.25 hands its ``prepare_inputs_for_generation`` no cache, which then feeds the whole
+    sequence again at every step (2.7x slower at --small; not transformers' own speed)."""
+    from transformers import (DynamicCache, EncoderDecoderCache, LogitsProcessor,
+                              LogitsProcessorList)
     stamps: list[float] = []
 
     class Stamp(LogitsProcessor):
@@ -150,10 +162,31 @@ def run_hf(hf: Any, cond: torch.Tensor, steps: int) -> list[float]:
     ids = torch.full((n_q, 1), hf.config.pad_token_id, dtype=torch.long)
     with torch.inference_mode():
         hf.generate(ids, encoder_hidden_states=cond,
+                    cache=EncoderDecoderCache(DynamicCache(), DynamicCache()),
                     max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
                     guidance_scale=CFG_COEF, num_beams=1, num_return_sequences=1,
                     logits_processor=LogitsProcessorList([Stamp()]))
     return stamps
+
+
+def agreement(ours: Any, hf: Any, cond: torch.Tensor, steps: int) -> float:
+    """The share of positions where our bundle's greedy token (argmax) equals transformers' on
+    the same weights, condition rows and random token sequence, teacher-forced: the check that
+    both sides compute the same model. (Free-running generations part at the first near-tie
+    that float rounding flips and measure nothing after it: 0.899 at full size on the same
+    model, where teacher-forced gives 1.000.)"""
+    from engine.backends.base import ConditionTensors
+    n_q = hf.config.num_codebooks
+    torch.manual_seed(SEED)
+    tokens = torch.randint(0, hf.config.vocab_size, (2, n_q, steps))
+    hidden, mask = ours.text_encoder.encode(TEXT)
+    rows = ConditionTensors(torch.cat([hidden, torch.zeros_like(hidden)]),
+                            torch.cat([mask, 0 * mask]).float())
+    ctx = ours.backend.prepare(rows)
+    logits = ours.backend.step(tokens, ours.backend.new_cache(ctx, steps), ctx)[0]
+    with torch.inference_mode():
+        ref = hf(input_ids=tokens.reshape(2 * n_q, steps), encoder_hidden_states=cond).logits
+    return float((logits.argmax(-1) == ref.reshape(logits.shape).argmax(-1)).float().mean())
 
 
 def step_stats(stamps: list[float]) -> dict[str, float]:
@@ -277,6 +310,11 @@ def main() -> int:
     ap.add_argument("--workdir", default="/tmp/barforge-bench-vs-transformers",
                     help="where the bundles are exported and kept between runs")
     ap.add_argument("--out", default=None, help="also append the report to this markdown file")
+    ap.add_argument("--min-agreement", type=float, default=0.9,
+                    help="least share of equal teacher-forced greedy tokens, our fp32 vs "
+                         "transformers, for the ratios to be reported (default 0.9)")
+    ap.add_argument("--export-only", action="store_true",
+                    help="export the bundles into --workdir (cached) and stop")
     args = ap.parse_args()
     formats = tuple(f for f in args.formats.split(",") if f)
     bad = [f for f in formats if f not in FORMATS]
@@ -285,7 +323,7 @@ def main() -> int:
                  "weights transformers reads: its floor)")
 
     refusal = idle_refusal(args.max_load)
-    if refusal and not args.allow_load:
+    if refusal and not args.allow_load and not args.export_only:
         print(f"refusing to measure: {refusal} (pass --allow-load for numbers labelled as "
               "taken under load)", file=sys.stderr)
         return 2
@@ -303,6 +341,9 @@ def main() -> int:
     if p.exitcode:
         print(f"export failed (exit code {p.exitcode})", file=sys.stderr)
         return 1
+    if args.export_only:
+        print(f"bundles in {workdir}")
+        return 0
 
     variants = [formats[0], HF, *formats[1:]] + ([TORCH] if args.torch else [])
     rss, steps = {}, 0
@@ -314,6 +355,13 @@ def main() -> int:
     models = {name: load_variant(name, args.small, args.seconds, workdir, args.threads)
               for name in variants}
     cond = hf_condition(cfg)
+    agree = agreement(models["fp32"], models[HF], cond, steps)
+    print(f"teacher-forced greedy agreement, our fp32 vs transformers: {agree:.3f}", flush=True)
+    if agree < args.min_agreement:
+        print(f"refusing to report: our fp32 greedy tokens agree with transformers' on only "
+              f"{agree:.3f} of the positions (< --min-agreement {args.min_agreement}): the two "
+              "sides do not compute the same model", file=sys.stderr)
+        return 3
     for name, model in models.items():   # warm-up: allocations, kernels, first-call costs
         measure_once(model, name, 0.2, cond, 10)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
@@ -366,7 +414,9 @@ def main() -> int:
         f"{args.threads} threads for every runtime; onnxruntime {onnxruntime.__version__}, "
         f"transformers {transformers.__version__}, torch {torch.__version__}. LM: {shape}, the "
         f"same random weights on both sides; batch 1, CFG {CFG_COEF:g} (2 rows), greedy, "
-        f"{args.seconds:g} s ({steps} steps); {args.rounds} rounds alternating in one process. "
+        f"{args.seconds:g} s ({steps} steps); {args.rounds} rounds alternating in one process; "
+        f"teacher-forced greedy tokens of our fp32 and transformers agree on {agree:.3f} of "
+        "the positions. "
         f"Bandwidth {bw:.1f} GB/s. Load before: {load_before}; after: {load_line()}.",
         "",
         "| runtime | weights | ms/step (median) | steps/s (best round) | vs transformers | "

@@ -28,6 +28,7 @@ from export import graphs as G
 from export.manifest import (GraphSpec, check_graph_matches_spec, set_output_shapes,
                              write_manifest)
 from export.fused_attention import fused_attention
+from export.optimize import write_cpu_copy
 from export.melody import (EXPORT_SIZES as MELODY_EXPORT_SIZES, CHROMA_SEQ_SIZES,
                            MelodyPrefillGraph, check_melody_exportable, melody_prefill_spec)
 from export.quantize import (PER_STEP_GRAPHS, QUANTIZE_VARIANTS, convert_fp16, quantize_graph,
@@ -126,13 +127,17 @@ def validation_sizes(spec: GraphSpec, window: int) -> list[dict[str, int]]:
         # a key-conditioned cross graph reads text_seq tokens and gives text_seq + 1
         return [{"batch": b, "cond_seq": L, "text_seq": L} for b, L in ((1, 1), (2, 5), (3, 12))]
     base = [(1, 1), (2, 5), (3, 12)]   # (batch, cond_seq)
+    # the KV buffers are validated exactly full (max_seq = past + seq): where a buffer is
+    # longer, the op leaves its tail unwritten, which only the runtime's shared buffer defines
     if spec.name == "lm_prefill":   # text_seq / chroma_seq: a melody LM's prepended condition
-        return [{"batch": b, "cond_seq": L, "text_seq": L, "chroma_seq": c, "seq": s}
-                for (b, L), c, s in zip(base, CHROMA_SEQ_SIZES, (1, 4, 9))]
+        return [{"batch": b, "cond_seq": L, "text_seq": L, "chroma_seq": c, "seq": s,
+                 "max_seq": c + L + s} for (b, L), c, s in zip(base, CHROMA_SEQ_SIZES, (1, 4, 9))]
     if spec.name == "lm_step":
-        pasts = sorted({0, 1, window // 2, window - 1})   # from empty to a full window
-        return [{"batch": base[i % 3][0], "cond_seq": base[i % 3][1], "past_seq": p}
-                for i, p in enumerate(pasts)]
+        # (batch, seq, past) from an empty cache to a full window: a prompt, single steps, and
+        # several steps after a past (onnxruntime's CPU kernel takes those at batch 1 only)
+        cases = [(1, 1, 0), (2, 6, 0), (3, 1, 1), (1, 3, window // 2), (2, 1, window - 1)]
+        return [{"batch": b, "cond_seq": base[i % 3][1], "seq": s, "past_sequence_length": p,
+                 "max_seq": p + s} for i, (b, s, p) in enumerate(cases)]
     assert spec.name == "lm_full", spec.name
     # lengths past one block of queries (banded_attention's 32 rows), with bands below and
     # past the length (stage 0)
@@ -152,13 +157,11 @@ def _codec_graphs(codec: nn.Module) -> list[ExportedGraph]:
 
 def _lm_graphs(lm: LMModel, role: str, ar: bool, magnet: bool,
                cross_name: str | None) -> list[ExportedGraph]:
-    wrappers = {"lm_cross": G.LMCrossGraph, "lm_prefill": G.LMPrefillGraph,
-                "lm_step": G.LMStepGraph, "lm_full": G.LMFullGraph}
+    wrappers = {"lm_cross": G.LMCrossGraph, "lm_step": G.LMStepGraph, "lm_full": G.LMFullGraph}
     out = []
+    if ar and G.takes_prefix(lm):   # melody: chroma + text prepended by its own first call
+        out.append(ExportedGraph(melody_prefill_spec(lm), MelodyPrefillGraph(lm).eval(), []))
     for spec in G.lm_specs(lm, magnet=magnet, ar=ar):
-        if spec.name == "lm_prefill" and G.takes_prefix(lm):   # melody: chroma + text prepended
-            out.append(ExportedGraph(melody_prefill_spec(lm), MelodyPrefillGraph(lm).eval(), []))
-            continue
         module = wrappers[spec.name](lm).eval()
         if spec.name in ("lm_cross", "lm_full_cross"):
             spec.name, spec.file = cross_name, f"{cross_name}.onnx"
@@ -269,7 +272,8 @@ def _roles_of(model: Any) -> tuple[str, dict[str, tuple[LMModel, bool, bool]]]:
     return "magnet", roles
 
 
-EXPORT_SIZES = {"batch": 2, "cond_seq": 5, "seq": 6, "past_seq": 7, "text_seq": 5,
+EXPORT_SIZES = {"batch": 2, "cond_seq": 5, "seq": 6, "past_sequence_length": 2, "max_seq": 20,
+                "text_seq": 5,
                 "attn_band": 2, "codebook": 1, "frames": 8, **MELODY_EXPORT_SIZES}
 
 
@@ -299,7 +303,8 @@ def _export_into(work: Path, model: Any, family: str,
         graphs += lm_graphs
         max_steps = windows[role] + lm.cfg.n_q if ar else windows[role]
         lm_info[role] = {**_lm_header(lm, {"cross": cross,
-                                           "prefill": "lm_prefill" if ar else None,
+                                           "prefill": "lm_prefill" if ar and G.takes_prefix(lm)
+                                           else None,
                                            "step": "lm_step" if ar else None,
                                            "full": "lm_full" if magnet else None}),
                          "max_steps": max_steps}
@@ -339,6 +344,7 @@ def _export_into(work: Path, model: Any, family: str,
                 continue
             tmp.replace(path)
         _validate_variant(work, graphs, variant, int_high, log)
+    cpu_files = [] if variant == "fp16" else _write_cpu_copies(work, graphs, variant, int_high, log)
 
     header = {
         "family": family, "modes": list(getattr(model, "supported_modes", ("ar",))),
@@ -358,7 +364,7 @@ def _export_into(work: Path, model: Any, family: str,
     header["generation"] = dict(model.generation_defaults)   # the checkpoint's sampling defaults
     tokenizer_files = [str(p.relative_to(work)) for p in sorted((work / "tokenizer").rglob("*"))
                        if p.is_file()]
-    return write_manifest(work, header, [g.spec for g in graphs], tokenizer_files)
+    return write_manifest(work, header, [g.spec for g in graphs], tokenizer_files + cpu_files)
 
 
 def _sizes_for(spec: GraphSpec, lm_info: dict[str, Any], hop: int) -> list[dict[str, int]]:
@@ -378,8 +384,7 @@ def _validate_variant(work: Path, graphs: list[ExportedGraph], variant: str,
     node (CUDA), and is otherwise checked by onnx.checker only, which is said in the log."""
     from export.validate import check_model
     for g in graphs:
-        graph_variant = "fp32" if g.spec.role == "codec" and variant != "fp16" else \
-            variant_of_graph(variant, g.spec.name)
+        graph_variant = _graph_variant(g.spec, variant)
         provider = choose_provider() if variant == "fp16" else "cpu"
         try:
             for i, sizes in enumerate(g.sizes[:2]):
@@ -394,3 +399,28 @@ def _validate_variant(work: Path, graphs: list[ExportedGraph], variant: str,
             check_model(work / g.spec.file)
             log(f"  {g.spec.file} [fp16]: onnx.checker passed; not run here "
                 f"({type(e).__name__}: {str(e).splitlines()[0][:100]})")
+
+
+def _graph_variant(spec: GraphSpec, variant: str) -> str:
+    """The weight format of the graph ``spec`` in a ``variant`` bundle (the codec stays fp32
+    in the CPU variants)."""
+    if variant == "fp32" or (spec.role == "codec" and variant != "fp16"):
+        return "fp32"
+    return variant_of_graph(variant, spec.name)
+
+
+def _write_cpu_copies(work: Path, graphs: list[ExportedGraph], variant: str,
+                      int_high: dict[str, dict[str, int]], log: Callable[[str], None]
+                      ) -> list[str]:
+    """Every graph's onnxruntime-optimized CPU copy (export/optimize.py), validated against
+    PyTorch at the graph's first size and recorded as its ``cpu_file``; the files written."""
+    log("saving onnxruntime's CPU optimizations:")
+    files = []
+    for g in graphs:
+        path = write_cpu_copy(work / g.spec.file)
+        inputs = random_inputs(g.spec, g.sizes[0], int_high.get(g.spec.name, {}))
+        validate_graph(path, reference_of(g.module, g.spec), inputs,
+                       _graph_variant(g.spec, variant), log=log)
+        g.spec.extra["cpu_file"] = path.name
+        files.append(path.name)
+    return files

@@ -4,8 +4,9 @@ Every wrapper takes its inputs positionally in the spec's order and returns its 
 spec's order, so ``torch.onnx.export(wrapper, args, input_names=..., output_names=...,
 dynamic_axes=spec.dynamic_axes())`` names everything as the manifest says. Cache tensors use
 Optimum's names: ``past_key_values.{i}.decoder.{key,value}`` in, ``present.{i}.decoder.{key,value}``
-out, cross-attention ``past_key_values.{i}.encoder.{key,value}`` in (``present.{i}.encoder.*``
-out of ``lm_cross``), all ``[batch, heads, seq, head_dim]``.
+out (one buffer ``[batch, heads, max_seq, head_dim]`` bound as both, export/shared_kv.py),
+cross-attention ``past_key_values.{i}.encoder.{key,value}`` in (``present.{i}.encoder.*`` out
+of ``lm_cross``) ``[batch, heads, cond_seq, head_dim]``.
 
 Shape letters: B batch, C channels, N samples, K codebooks, T frames, S steps, L condition
 length, P prefix length, D dim, H heads, Dh head dim.
@@ -16,13 +17,10 @@ import torch
 from torch import nn
 
 from engine.models.lm import LMModel
-from engine.modules.kv_cache import ConcatKVCache
 from export.manifest import GraphSpec, IOSpec
+from export.shared_kv import SharedBufferKVCache
 
 F32, I64 = "float32", "int64"
-# A band wider than any sequence: passing it makes the transformer build its causal mask from
-# tensor ops (no Python branch on traced sizes, which TorchScript tracing would freeze).
-WIDE_BAND = 1 << 30
 
 
 # ---------------------------------------------------------------- specs
@@ -42,7 +40,8 @@ def codec_specs(channels: int, n_q: int) -> list[GraphSpec]:
 
 
 def lm_specs(lm: LMModel, magnet: bool, ar: bool) -> list[GraphSpec]:
-    """The LM graphs: lm_cross (if it cross-attends), lm_prefill + lm_step (AR), lm_full (MAGNeT)."""
+    """The LM graphs: lm_cross (if it cross-attends), lm_step (AR: prompt and steps on the
+    shared KV buffers), lm_full (MAGNeT). A melody LM's lm_prefill: export/melody.py."""
     cfg = lm.cfg
     L, H, Dh, K = cfg.num_layers, cfg.num_heads, cfg.head_dim, cfg.n_q
     has_cross = lm.cond_proj is not None
@@ -53,7 +52,6 @@ def lm_specs(lm: LMModel, magnet: bool, ar: bool) -> list[GraphSpec]:
     # key-conditioned LMs: one key class per row, appended as cross token text_seq (+1)
     key = [IOSpec("key", I64, ("batch",))] if lm.key_emb is not None else []
     text_seq = "text_seq" if key else "cond_seq"
-    logits = IOSpec("logits", F32, ("batch", K, "seq", cfg.card))
     specs = []
     if has_cross:
         specs.append(GraphSpec(
@@ -61,22 +59,30 @@ def lm_specs(lm: LMModel, magnet: bool, ar: bool) -> list[GraphSpec]:
                          IOSpec("encoder_attention_mask", I64, ("batch", text_seq)), *key],
             _kv("present", L, H, "cond_seq", Dh, "encoder"), role="lm"))
     if ar:
-        specs.append(GraphSpec("lm_prefill", [ids, *beat, *cross_in],
-                               [logits, *_kv("present", L, H, "total_seq", Dh, "decoder")],
-                               role="ar"))
-        # one step per call: the step graph has no mask branch, so its step axis is static 1
-        step_ids = IOSpec("input_ids", I64, ("batch", K, 1))
-        specs.append(GraphSpec(
-            "lm_step", [step_ids, *beat, *_kv("past_key_values", L, H, "past_seq", Dh, "decoder"),
-                        *cross_in],
-            [IOSpec("logits", F32, ("batch", K, 1, cfg.card)),
-             *_kv("present", L, H, "total_seq", Dh, "decoder")], role="ar"))
+        specs.append(lm_step_spec(lm, [ids, *beat], cross_in))
     if magnet:
         specs.append(GraphSpec(
             "lm_full", [ids, IOSpec("attn_band", I64, ()), IOSpec("codebook", I64, ()), *beat,
                         *cross_in],
             [IOSpec("logits", F32, ("batch", "seq", cfg.card))], role="magnet"))
     return specs
+
+
+def lm_step_spec(lm: LMModel, first: list[IOSpec], cross_in: list[IOSpec],
+                 name: str = "lm_step", past_length: bool = True) -> GraphSpec:
+    """A causal graph on the shared KV buffers (export/shared_kv.py): ``first`` inputs, then
+    ``past_sequence_length`` [] (int64, the valid steps before these; absent where the graph
+    always starts from an empty cache), the buffers ``past_key_values.{i}.decoder.*``
+    [B, H, max_seq, Dh] and ``cross_in`` -> logits [B, K, seq, card] and the same buffers with
+    the new steps written as ``present.{i}.decoder.*`` (bind each to its past's buffer)."""
+    cfg = lm.cfg
+    L, H, Dh = cfg.num_layers, cfg.num_heads, cfg.head_dim
+    past_len = [IOSpec("past_sequence_length", I64, ())] if past_length else []
+    return GraphSpec(
+        name, [*first, *past_len, *_kv("past_key_values", L, H, "max_seq", Dh, "decoder"),
+               *cross_in],
+        [IOSpec("logits", F32, ("batch", cfg.n_q, "seq", cfg.card)),
+         *_kv("present", L, H, "max_seq", Dh, "decoder")], role="ar")
 
 
 def takes_prefix(lm: LMModel) -> bool:
@@ -131,25 +137,10 @@ class LMCrossGraph(nn.Module):
         return tuple(_flat(self.lm.cross_kv(self.lm.project_condition(cross, cross_mask, key))))
 
 
-class LMPrefillGraph(nn.Module):
-    """First causal call: tokens [B, K, S] -> logits [B, K, S, card] and every layer's present
-    keys/values [B, H, S, Dh]."""
-
-    def __init__(self, lm: LMModel) -> None:
-        super().__init__()
-        self.lm = lm
-
-    def forward(self, tokens: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        beat, cross_flat = _split_beat(self.lm, rest)
-        cache = ConcatKVCache()
-        logits = self.lm(tokens, _pairs(cross_flat) or None, cache=cache, causal=True,
-                         band=torch.tensor(WIDE_BAND), beat=beat)
-        return (logits, *_flat(cache.presents))
-
-
 class LMStepGraph(nn.Module):
-    """One cached step: tokens [B, K, 1] + past [B, H, n, Dh] per layer -> logits [B, K, 1, card]
-    + presents [B, H, n + 1, Dh]. The position offset n is read from the past's shape."""
+    """Causal steps on the shared KV buffers: tokens [B, K, S] at positions n .. n + S - 1
+    (n = past_sequence_length) + every layer's buffers [B, H, M, Dh] -> logits [B, K, S, card]
+    + the buffers with the S new keys/values written at n (``lm_step_spec``)."""
 
     def __init__(self, lm: LMModel) -> None:
         super().__init__()
@@ -157,10 +148,10 @@ class LMStepGraph(nn.Module):
 
     def forward(self, tokens: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
         beat, rest = _split_beat(self.lm, rest)
-        cache = ConcatKVCache(_pairs(rest[:self.n_past]))
+        past_length, rest = rest[0], rest[1:]
+        cache = SharedBufferKVCache(_pairs(rest[:self.n_past]), past_length)
         cross = _pairs(rest[self.n_past:]) or None
-        logits = self.lm(tokens, cross, cache=cache, causal=True, band=torch.tensor(WIDE_BAND),
-                         beat=beat)
+        logits = self.lm(tokens, cross, cache=cache, causal=True, beat=beat)
         return (logits, *_flat(cache.presents))
 
 

@@ -5,7 +5,7 @@ import torch
 from engine.backends.base import ConditionTensors
 from engine.backends.torch_backend import TorchBackend
 from engine.models.lm import LMConfig, LMModel, debug_lm_config
-from engine.modules.kv_cache import ConcatKVCache, StaticKVCache
+from engine.modules.kv_cache import StaticKVCache
 
 
 def _lm(seed: int = 0, **overrides) -> LMModel:
@@ -71,7 +71,9 @@ def test_multi_step_chunks_after_a_cache_equal_full_recomputation():
     torch.testing.assert_close(torch.cat(chunks, dim=2), full, rtol=1e-4, atol=1e-4)
 
 
-def test_concat_cache_gives_the_same_logits_and_presents_as_the_static_cache():
+def test_shared_buffer_cache_gives_the_same_logits_and_buffers_as_the_static_cache():
+    """The exported step graph's attention (export/shared_kv.py, eager) against the torch cache."""
+    from export.shared_kv import SharedBufferKVCache
     lm = _lm()
     cond = _cond(lm)
     kv = lm.cross_kv(lm.project_condition(cond.cross, cond.cross_mask))
@@ -80,9 +82,11 @@ def test_concat_cache_gives_the_same_logits_and_presents_as_the_static_cache():
     with torch.no_grad():
         a = lm(seq[..., :4], kv, cache=static)
         b = lm(seq[..., 4:], kv, cache=static)
-        first = ConcatKVCache([])
+        shape = (2, lm.cfg.num_heads, 6, lm.cfg.head_dim)
+        empty = [(torch.zeros(shape), torch.zeros(shape)) for _ in range(lm.cfg.num_layers)]
+        first = SharedBufferKVCache(empty, torch.tensor(0))
         a2 = lm(seq[..., :4], kv, cache=first)
-        second = ConcatKVCache(first.presents)
+        second = SharedBufferKVCache(first.presents, torch.tensor(4))
         b2 = lm(seq[..., 4:], kv, cache=second)
     torch.testing.assert_close(torch.cat([a, b], 2), torch.cat([a2, b2], 2), rtol=1e-5, atol=1e-5)
     assert second.presents[0][0].shape == (2, lm.cfg.num_heads, 6, lm.cfg.head_dim)

@@ -142,10 +142,15 @@ def test_a_bundle_keeps_the_checkpoints_sampling_defaults_and_span(magnet_pair, 
     assert loaded.magnet_params.decoding_steps == (4, 2, 2, 2) and loaded.span_len == 2
 
 
-def test_step_graph_io_follows_manifest_and_has_no_if_node(bundle):
+def test_step_graph_io_follows_manifest_and_attends_on_the_shared_buffers(bundle):
     manifest = read_manifest(bundle)
     spec = manifest["graphs"]["lm_step"]
     assert "If" not in op_types(bundle / spec["file"])
+    # the buffers go into GroupQueryAttention and come out of it, through nothing else (no concat)
+    nodes = onnx.load(str(bundle / spec["file"])).graph.node
+    cache_io = {io["name"] for io in (*spec["inputs"], *spec["outputs"]) if ".decoder." in io["name"]}
+    touching = [n.op_type for n in nodes if cache_io & {*n.input, *n.output}]
+    assert touching == ["GroupQueryAttention"] * (len(cache_io) // 4), touching
     sess = ort.InferenceSession(str(bundle / spec["file"]), providers=["CPUExecutionProvider"])
     lm = manifest["lms"]["ar"]
     L, H, Dh = lm["num_layers"], lm["num_heads"], lm["head_dim"]
@@ -153,18 +158,21 @@ def test_step_graph_io_follows_manifest_and_has_no_if_node(bundle):
     present = [f"present.{i}.decoder.{kv}" for i in range(L) for kv in ("key", "value")]
     cross = [f"past_key_values.{i}.encoder.{kv}" for i in range(L) for kv in ("key", "value")]
     assert [i.name for i in sess.get_inputs()] == [i["name"] for i in spec["inputs"]]
-    assert [i["name"] for i in spec["inputs"]] == ["input_ids", *past, *cross]
+    assert [i["name"] for i in spec["inputs"]] == \
+        ["input_ids", "past_sequence_length", *past, *cross]
     assert [o["name"] for o in spec["outputs"]] == ["logits", *present]
     for io in sess.get_inputs():
         want = next(i for i in spec["inputs"] if i["name"] == io.name)["shape"]
         assert io.shape == want
-    assert next(i for i in spec["inputs"] if i["name"] == past[0])["shape"] == \
-        ["batch", H, "past_seq", Dh]
+    for io in (*spec["inputs"][2:2 + 2 * L], *spec["outputs"][1:]):
+        assert io["shape"] == ["batch", H, "max_seq", Dh], io
+    assert manifest["lms"]["ar"]["graphs"]["prefill"] is None   # the prompt runs on lm_step
 
 
 @pytest.mark.parametrize("batch,cond_seq", [(1, 1), (2, 4), (3, 9)])
 def test_dynamic_past_length_from_zero_to_the_window(bundle, musicgen, batch, cond_seq):
-    """Every dynamic axis of lm_step at several sizes, past 0 .. window, against PyTorch."""
+    """lm_step at several sizes, past 0 .. window, against PyTorch: the new step's keys/values
+    land at the past length, the rest of the buffer is the past unchanged."""
     from export.graphs import LMStepGraph
     manifest = read_manifest(bundle)
     lm_info = manifest["lms"]["ar"]
@@ -174,19 +182,64 @@ def test_dynamic_past_length_from_zero_to_the_window(bundle, musicgen, batch, co
     rng = np.random.default_rng(batch)
     L, H, Dh = lm_info["num_layers"], lm_info["num_heads"], lm_info["head_dim"]
     for past_len in (0, 1, 37, window - 1):
-        feed = {"input_ids": rng.integers(0, musicgen.lm.card + 1, (batch, 4, 1))}
+        feed = {"input_ids": rng.integers(0, musicgen.lm.card + 1, (batch, 4, 1)),
+                "past_sequence_length": np.array(past_len, dtype=np.int64)}
         for i in range(L):
             for kv in ("key", "value"):
                 feed[f"past_key_values.{i}.decoder.{kv}"] = rng.standard_normal(
-                    (batch, H, past_len, Dh), dtype=np.float32)
+                    (batch, H, past_len + 1, Dh), dtype=np.float32)
                 feed[f"past_key_values.{i}.encoder.{kv}"] = rng.standard_normal(
                     (batch, H, cond_seq, Dh), dtype=np.float32)
         got = sess.run(None, feed)
         with torch.no_grad():
             want = ref(*[torch.from_numpy(np.asarray(feed[i.name])) for i in sess.get_inputs()])
         assert got[1].shape == (batch, H, past_len + 1, Dh)
+        np.testing.assert_array_equal(got[1][:, :, :past_len],
+                                      feed["past_key_values.0.decoder.key"][:, :, :past_len])
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w.numpy(), atol=2e-5)
+
+
+def test_the_cache_is_one_buffer_per_key_value_for_the_whole_generation(musicgen, bundle):
+    """Past and present share one OrtValue per layer key/value: onnxruntime writes each step
+    into it (no concat, no reallocation), and the codes equal PyTorch's."""
+    from engine.backends.base import ConditionTensors
+    backend = open_bundle(bundle, provider="cpu").backend
+    hidden, mask = musicgen.text_encoder.encode(TEXTS)
+    ctx = backend.prepare(ConditionTensors(hidden, mask.float()))
+    cache = backend.new_cache(ctx, 12)
+    pointers = [v.data_ptr() for v in cache.values]
+    values = list(cache.values)
+    tokens = torch.randint(0, musicgen.lm.card, (2, 4, 12))
+    logits = [backend.step(tokens[..., :4], cache, ctx)[0]]       # the prompt
+    for s in range(4, 12):
+        logits.append(backend.step(tokens[..., s:s + 1], cache, ctx)[0])
+        # the presents onnxruntime returned: the buffers themselves, at full length
+        presents = [o for o in cache.binding.get_outputs() if o.shape()[2:3] == [12]]
+        assert [o.data_ptr() for o in presents] == pointers
+    assert cache.length == 12 and cache.values == values
+    assert [v.data_ptr() for v in cache.values] == pointers
+    # the same steps through PyTorch's static cache
+    from engine.modules.kv_cache import StaticKVCache
+    lm = musicgen.lm
+    static = StaticKVCache(lm.cfg.num_layers, 2, lm.cfg.num_heads, 12, lm.cfg.head_dim)
+    with torch.no_grad():
+        cross = lm.cross_kv(lm.project_condition(hidden, mask.float()))
+        ref = lm(tokens, cross, cache=static, causal=True)
+    np.testing.assert_allclose(torch.cat(logits, dim=2).numpy(), ref.numpy(), atol=1e-4)
+    # and the buffer holds the keys PyTorch cached
+    np.testing.assert_allclose(cache.values[0].numpy(), static.keys[0].numpy(), atol=1e-5)
+
+
+def test_a_bundle_of_an_older_format_is_refused_in_one_line(bundle, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(bundle, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="format_version 1 is not supported") as err:
+        open_bundle(old, provider="cpu")
+    assert "\n" not in str(err.value) and "barforge export" in str(err.value)
 
 
 def test_codec_graphs_keep_length_and_batch_dynamic(bundle, musicgen):
@@ -249,7 +302,20 @@ def test_manifest_lists_model_numbers_and_every_file(bundle):
     assert (m["sample_rate"], m["frame_rate"], m["num_codebooks"]) == (32000, 50.0, 4)
     assert m["special_token_id"] == m["card"] and m["opset"] == 17
     assert set(m["graphs"]) == {"text_encoder", "codec_encoder", "codec_decoder", "lm_cross",
-                                "lm_prefill", "lm_step"}
+                                "lm_step"}
+    assert m["format_version"] == 2
     assert all(f in m["files"] for f in ("tokenizer/tokenizer.json", "lm_step.onnx"))
     for g in m["graphs"].values():
         onnx.checker.check_model(str(bundle / g["file"]))
+
+
+def test_cpu_sessions_open_the_saved_onnxruntime_optimized_copies(bundle):
+    m = read_manifest(bundle)
+    for name, graph in m["graphs"].items():
+        assert graph["cpu_file"] == f"{name}.cpu.onnx" and graph["cpu_file"] in m["files"]
+        # the copy is onnxruntime's optimized graph: fewer nodes than the export's
+        assert len(onnx.load(str(bundle / graph["cpu_file"])).graph.node) < \
+            len(onnx.load(str(bundle / graph["file"])).graph.node), name
+    parts = open_bundle(bundle, provider="cpu")
+    assert parts.backend.step_session._model_path.endswith("lm_step.cpu.onnx")
+    assert parts.codec.decoder._model_path.endswith("codec_decoder.cpu.onnx")

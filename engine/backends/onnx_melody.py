@@ -3,8 +3,8 @@
 
 A melody LM has no cross-attention, so there is no ``lm_cross`` graph: ``prepare`` only keeps
 the condition rows as arrays, and the cache is made longer by the prefix (chroma frames + text
-tokens), whose keys/values the prefill writes before the tokens' (export/melody.py). After the
-prefill every step is ``OnnxBackend``'s.
+tokens), whose keys/values the prefill writes into the shared buffers before the tokens'
+(export/melody.py). After the prefill every step is ``OnnxBackend``'s.
 
 Shape letters: B batch, K codebooks, S steps, T_c chroma frames, L text length, P prefix length.
 """
@@ -52,7 +52,7 @@ class OnnxMelodyBackend(OnnxBackend):
                              prefix_len=cond.chroma.shape[1] + cond.cross.shape[1])
 
     def new_cache(self, ctx: OnnxContext, max_steps: int) -> OnnxKVCache:
-        """The ping-pong cache with room for the prefix before ``max_steps`` token steps."""
+        """The shared cache with room for the prefix before ``max_steps`` token steps."""
         assert isinstance(ctx, MelodyContext)
         return super().new_cache(ctx, max_steps + ctx.prefix_len)
 
@@ -65,20 +65,14 @@ class OnnxMelodyBackend(OnnxBackend):
         if tokens.dim() != 3 or tokens.shape[0] != cache.batch or tokens.shape[1] != self.n_q:
             raise ValueError(f"tokens must be [{cache.batch}, {self.n_q}, S], "
                              f"got {list(tokens.shape)}")
-        B, K, S = tokens.shape
-        total = ctx.prefix_len + S
+        total = ctx.prefix_len + tokens.shape[2]
         if total > cache.max_steps:
-            raise ValueError(f"KV cache overflow: a {ctx.prefix_len}-step prefix + {S} steps "
-                             f"exceed {cache.max_steps}")
+            raise ValueError(f"KV cache overflow: a {ctx.prefix_len}-step prefix + "
+                             f"{tokens.shape[2]} steps exceed {cache.max_steps}")
         binding = self.prefill_session.io_binding()
-        binding.bind_cpu_input("input_ids", as_input(tokens, np.int64))
         for name, array in ctx.prefix_inputs.items():
             binding.bind_cpu_input(name, array)
-        logits = np.empty((B, K, S, self.card), dtype=np.float32)
-        binding.bind_output("logits", "cpu", 0, np.float32, list(logits.shape),
-                            logits.ctypes.data)
-        for name, buf in zip(self.present_names, cache.buffers[1 - cache.current]):
-            buf.bind_output(binding, name, cache.shape(total))
-        self.prefill_session.run_with_iobinding(binding)
-        cache.current, cache.length = 1 - cache.current, total
+        self.bind_cache(binding, cache)
+        logits = self.run_causal(self.prefill_session, binding, as_input(tokens, np.int64),
+                                 cache, total)
         return torch.from_numpy(logits), cache

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.backends.onnx_runtime import as_input, make_session
+from engine.backends.onnx_runtime import as_input, open_graph
 
 
 class OnnxCodec:
@@ -21,9 +21,8 @@ class OnnxCodec:
 
     def __init__(self, bundle_dir: Path, manifest: dict[str, Any], provider: str = "cpu",
                  threads: int | None = None) -> None:
-        graphs = manifest["graphs"]
-        self.encoder = make_session(bundle_dir / graphs["codec_encoder"]["file"], provider, threads)
-        self.decoder = make_session(bundle_dir / graphs["codec_decoder"]["file"], provider, threads)
+        self.encoder = open_graph(bundle_dir, manifest, "codec_encoder", provider, threads)
+        self.decoder = open_graph(bundle_dir, manifest, "codec_decoder", provider, threads)
         codec = manifest["codec"]
         self.sample_rate, self.frame_rate = int(manifest["sample_rate"]), float(manifest["frame_rate"])
         self.channels, self.hop_length = int(codec["channels"]), int(codec["hop_length"])
@@ -84,8 +83,7 @@ def load_text_encoder(bundle_dir: Path, manifest: dict[str, Any], provider: str 
     else:
         from transformers import AutoTokenizer
         tokenizer = HFTokenizer(AutoTokenizer.from_pretrained(str(tok_dir)), max_length)
-    session = make_session(bundle_dir / manifest["graphs"]["text_encoder"]["file"], provider,
-                           threads)
+    session = open_graph(bundle_dir, manifest, "text_encoder", provider, threads)
     return _HFTextEncoder(_SessionAsEncoderModel(session), tokenizer, dim=int(info["dim"]),
                           max_length=max_length)
 

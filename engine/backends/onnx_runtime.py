@@ -1,6 +1,6 @@
 """onnxruntime sessions: which execution provider a bundle runs on, and the session factory.
 
-Every graph of a bundle (engine/loaders/onnx_bundle.py) is opened through ``make_session`` on
+Every graph of a bundle (engine/loaders/onnx_bundle.py) is opened through ``open_graph`` (``make_session``) on
 the provider ``choose_provider`` settles: CUDA when asked for and usable (refused otherwise),
 CPU when asked for, and without a request CUDA when it really works here, else CPU.
 """
@@ -100,6 +100,15 @@ def make_session(path: Path, provider: str, threads: int | None = None,
     opts.log_severity_level = 4 if quiet else 3
     providers = [PROVIDERS["cpu"]] if provider == "cpu" else [PROVIDERS["cuda"], PROVIDERS["cpu"]]
     return ort.InferenceSession(str(path), opts, providers=providers)
+
+
+def open_graph(bundle_dir: Path, manifest: dict[str, Any], name: str, provider: str,
+               threads: int | None = None) -> Any:
+    """A session of the bundle's graph ``name``: on CPU its onnxruntime-optimized copy
+    (``cpu_file``, export/optimize.py) where the bundle has one, else the graph as exported."""
+    graph = manifest["graphs"][name]
+    file = graph.get("cpu_file", graph["file"]) if provider == "cpu" else graph["file"]
+    return make_session(Path(bundle_dir) / file, provider, threads)
 
 
 def as_input(t: torch.Tensor, dtype: type) -> np.ndarray:

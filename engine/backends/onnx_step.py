@@ -3,15 +3,15 @@
 The decoding loops (ar, magnet, hybrid) run unchanged on this backend: tensors at the boundary
 are torch CPU tensors, converted with ``torch.from_numpy`` (no copy).
 
-KV cache: per layer, self-attention keys and values live in two preallocated device buffers
-("ping" and "pong"), each big enough for ``[B, H, max_steps, Dh]``. A step binds the past input
-``past_key_values.{i}.decoder.key`` to the current buffer with shape ``[B, H, n, Dh]`` and the
-present output ``present.{i}.decoder.key`` to the other buffer with shape ``[B, H, n + S, Dh]``
-(IOBinding with raw pointers), then the two swap roles. A contiguous ``[B, H, n + S, Dh]``
-present is exactly the next step's contiguous past, so nothing is copied or allocated outside
-the graph; the only cache traffic is the graph's own concat (past + new keys), which is what a
-past-in/present-out step graph without an ``If`` node costs. Cross-attention keys/values are
-computed once per generation by ``lm_cross`` and stay bound as device OrtValues.
+KV cache: per layer, self-attention keys and values live in one preallocated OrtValue each,
+``[B, H, max_steps, Dh]`` on the session's device, bound by IOBinding as both the past input
+``past_key_values.{i}.decoder.key`` and the present output ``present.{i}.decoder.key`` of every
+call. The graph's self-attention is onnxruntime's ``GroupQueryAttention`` (export/shared_kv.py),
+which then writes only the new steps into the buffer at ``past_sequence_length``: no concat, no
+per-step allocation, the same memory from the first call to the last. The prompt runs through
+the same ``lm_step`` graph from an empty cache. Cross-attention keys/values are computed once
+per generation by ``lm_cross`` and stay bound as device OrtValues; a cache's binding is made
+once, so a step rebinds only its tokens, its past length and its logits.
 """
 from __future__ import annotations
 
@@ -23,36 +23,7 @@ import numpy as np
 import torch
 
 from engine.backends.base import ConditionTensors
-from engine.backends.onnx_runtime import as_input, make_session
-
-
-class _Buffer:
-    """Flat preallocated memory on the session's device, bound by pointer with any shape."""
-
-    def __init__(self, n_elements: int, dtype: np.dtype, device: str) -> None:
-        import onnxruntime as ort
-        self.dtype, self.device = np.dtype(dtype), device
-        if device == "cpu":
-            self.array = np.empty(n_elements, dtype=self.dtype)
-            self.ptr = self.array.ctypes.data
-        else:
-            self.value = ort.OrtValue.ortvalue_from_shape_and_type([n_elements], self.dtype,
-                                                                   device, 0)
-            self.ptr = self.value.data_ptr()
-        self.size = n_elements
-
-    def bind_input(self, binding: Any, name: str, shape: list[int]) -> None:
-        assert int(np.prod(shape)) <= self.size, (name, shape, self.size)
-        binding.bind_input(name, self.device, 0, self.dtype, shape, self.ptr)
-
-    def bind_output(self, binding: Any, name: str, shape: list[int]) -> None:
-        assert int(np.prod(shape)) <= self.size, (name, shape, self.size)
-        binding.bind_output(name, self.device, 0, self.dtype, shape, self.ptr)
-
-    def view(self, shape: list[int]) -> np.ndarray:
-        """CPU only: the first prod(shape) elements as an array of ``shape`` (no copy)."""
-        return self.array[: int(np.prod(shape))].reshape(shape)
-
+from engine.backends.onnx_runtime import as_input, open_graph
 
 
 @dataclass
@@ -66,33 +37,29 @@ class OnnxContext:
 
 
 class OnnxKVCache:
-    """Ping-pong self-attention cache: two preallocated buffers per past/present tensor.
-
-    ``length`` steps are valid, laid out contiguously as ``[B, H, length, Dh]`` in
-    ``buffers[current]``; a step writes ``[B, H, length + S, Dh]`` into the other buffer.
-    """
+    """The shared self-attention cache: one OrtValue ``[B, H, max_steps, Dh]`` per layer
+    key/value (``values``, in ``names`` order), bound as past and present alike; ``length``
+    steps are valid. ``binding``: the step graph's IOBinding, made by the first step."""
 
     def __init__(self, names: list[str], batch: int, heads: int, head_dim: int, max_steps: int,
                  device: str) -> None:
-        size = batch * heads * max_steps * head_dim
+        import onnxruntime as ort
+        shape = [batch, heads, max_steps, head_dim]
         self.names = names
-        self.buffers = [[_Buffer(size, np.float32, device) for _ in names] for _ in range(2)]
-        self.batch, self.heads, self.head_dim, self.max_steps = batch, heads, head_dim, max_steps
+        self.values = [ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, device, 0)
+                       for _ in names]
+        self.batch, self.max_steps = batch, max_steps
         self.length = 0
-        self.current = 0
-
-    def shape(self, steps: int) -> list[int]:
-        return [self.batch, self.heads, steps, self.head_dim]
+        self.binding: Any = None
 
 
 class OnnxBackend:
-    """``StepBackend`` over one LM's graphs: lm_cross (+ lm_prefill, lm_step for AR; lm_full for
-    MAGNeT), as a bundle's manifest lists them."""
+    """``StepBackend`` over one LM's graphs: lm_cross (+ lm_step for AR, and lm_prefill for a
+    melody LM; lm_full for MAGNeT), as a bundle's manifest lists them."""
 
     def __init__(self, bundle_dir: Path, manifest: dict[str, Any], role: str,
                  provider: str = "cpu", threads: int | None = None) -> None:
         lm = manifest["lms"][role]
-        graphs = manifest["graphs"]
         self.role, self.device = role, provider
         self.n_q, self.card = int(manifest["num_codebooks"]), int(manifest["card"])
         self.special_token_id = int(manifest["special_token_id"])
@@ -100,8 +67,8 @@ class OnnxBackend:
         self.head_dim = int(lm["head_dim"])
 
         def session(name: str | None) -> Any:
-            return None if name is None else make_session(bundle_dir / graphs[name]["file"],
-                                                          provider, threads)
+            return None if name is None else open_graph(bundle_dir, manifest, name, provider,
+                                                        threads)
         self.cross_session = session(lm["graphs"]["cross"])
         self.prefill_session = session(lm["graphs"].get("prefill"))
         self.step_session = session(lm["graphs"].get("step"))
@@ -149,17 +116,19 @@ class OnnxBackend:
         return OnnxContext(cross=cross, batch=cond.batch, beat=beat)
 
     def new_cache(self, ctx: OnnxContext, max_steps: int) -> OnnxKVCache:
-        """Two preallocated buffers per layer key/value, each for ``max_steps`` steps."""
+        """One preallocated buffer per layer key/value, for ``max_steps`` steps."""
         if not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
-        if self.prefill_session is None:
+        if self.step_session is None:
             raise ValueError(f"the bundle's {self.role} LM has no causal (AR) graphs")
         return OnnxKVCache(self.past_names, ctx.batch, self.num_heads, self.head_dim, max_steps,
                            self.device)
 
     def step(self, tokens: torch.Tensor, cache: OnnxKVCache,
              ctx: OnnxContext) -> tuple[torch.Tensor, OnnxKVCache]:
-        """Logits [B, K, S, card]: lm_prefill on an empty cache, else lm_step once per step."""
+        """Logits [B, K, S, card]: lm_step over all S steps on an empty cache (the prompt), else
+        once per step (onnxruntime's CPU attention takes several steps after a past only at
+        batch 1)."""
         if tokens.dim() != 3 or tokens.shape[0] != cache.batch or tokens.shape[1] != self.n_q:
             raise ValueError(f"tokens must be [{cache.batch}, {self.n_q}, S], "
                              f"got {list(tokens.shape)}")
@@ -169,32 +138,39 @@ class OnnxBackend:
                              f"max_steps {cache.max_steps}")
         ids = as_input(tokens, np.int64)
         if cache.length == 0:
-            return torch.from_numpy(self._run_causal(self.prefill_session, ids, cache, ctx)), cache
-        logits = [self._run_causal(self.step_session, ids[:, :, s:s + 1], cache, ctx)
-                  for s in range(S)]
+            return torch.from_numpy(self._run_step(ids, cache, ctx)), cache
+        logits = [self._run_step(ids[:, :, s:s + 1], cache, ctx) for s in range(S)]
         return torch.from_numpy(logits[0] if S == 1 else np.concatenate(logits, axis=2)), cache
 
-    def _run_causal(self, session: Any, ids: np.ndarray, cache: OnnxKVCache,
-                    ctx: OnnxContext) -> np.ndarray:
+    def bind_cache(self, binding: Any, cache: OnnxKVCache) -> None:
+        """Bind every layer's buffer as both its past input and its present output."""
+        for past, present, value in zip(self.past_names, self.present_names, cache.values):
+            binding.bind_ortvalue_input(past, value)
+            binding.bind_ortvalue_output(present, value)
+
+    def run_causal(self, session: Any, binding: Any, ids: np.ndarray, cache: OnnxKVCache,
+                   new_steps: int) -> np.ndarray:
+        """Bind ``ids`` and a fresh logits array, run ``session`` on ``binding`` (the cache and
+        every other input bound) and advance the cache by ``new_steps``; the logits."""
         B, K, S = ids.shape
-        binding = session.io_binding()
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(ids))
-        if ctx.beat is not None:
-            binding.bind_cpu_input("beat", ctx.beat)
-        src, dst = cache.buffers[cache.current], cache.buffers[1 - cache.current]
-        if session is self.step_session:
-            for name, buf in zip(self.past_names, src):
-                buf.bind_input(binding, name, cache.shape(cache.length))
-        for name, value in ctx.cross.items():
-            binding.bind_ortvalue_input(name, value)
         logits = np.empty((B, K, S, self.card), dtype=np.float32)
         binding.bind_output("logits", "cpu", 0, np.float32, list(logits.shape),
                             logits.ctypes.data)
-        for name, buf in zip(self.present_names, dst):
-            buf.bind_output(binding, name, cache.shape(cache.length + S))
         session.run_with_iobinding(binding)
-        cache.current, cache.length = 1 - cache.current, cache.length + S
+        cache.length += new_steps
         return logits
+
+    def _run_step(self, ids: np.ndarray, cache: OnnxKVCache, ctx: OnnxContext) -> np.ndarray:
+        if cache.binding is None:   # made once per cache: buffers, cross K/V and tempo
+            cache.binding = self.step_session.io_binding()
+            self.bind_cache(cache.binding, cache)
+            for name, value in ctx.cross.items():
+                cache.binding.bind_ortvalue_input(name, value)
+            if ctx.beat is not None:
+                cache.binding.bind_cpu_input("beat", ctx.beat)
+        cache.binding.bind_cpu_input("past_sequence_length", np.array(cache.length, np.int64))
+        return self.run_causal(self.step_session, cache.binding, ids, cache, ids.shape[2])
 
     def full(self, tokens: torch.Tensor, ctx: OnnxContext, attn_band: int | None,
              codebook: int | None = None) -> torch.Tensor:

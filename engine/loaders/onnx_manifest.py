@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 FORMAT_NAME = "barforge-onnx-bundle"
-FORMAT_VERSION = 1
+# 2: lm_step attends on shared KV buffers (GroupQueryAttention, past_sequence_length) and is
+# also the prompt's graph; version 1's lm_step concatenated the cache and had an lm_prefill
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 REQUIRED_KEYS = ("family", "sample_rate", "frame_rate", "num_codebooks", "card", "graphs",
                  "files")
@@ -58,15 +60,18 @@ def check_header(manifest: dict[str, Any], where: str) -> None:
     """Refuse a manifest of another format or version, or one missing a required entry."""
     if manifest.get("format") != FORMAT_NAME:
         raise ValueError(f"{where}: format is {manifest.get('format')!r}, expected {FORMAT_NAME!r}")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{where}: format_version {manifest.get('format_version')!r} is not "
-                         f"supported (this runtime reads version {FORMAT_VERSION})")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{where}: bundle format_version {version!r} is not supported (this "
+                         f"runtime reads version {FORMAT_VERSION}); export the model again with "
+                         "`barforge export`")
     for key in REQUIRED_KEYS:
         if key not in manifest:
             raise ValueError(f"{where}: the manifest has no {key!r} entry")
     for graph in manifest["graphs"].values():
-        if graph["file"] not in manifest["files"]:
-            raise ValueError(f"{where}: graph file {graph['file']} has no sha256 entry")
+        for file in (graph["file"], graph.get("cpu_file", graph["file"])):
+            if file not in manifest["files"]:
+                raise ValueError(f"{where}: graph file {file} has no sha256 entry")
 
 
 def verify_files(bundle_dir: Path, manifest: dict[str, Any]) -> None:

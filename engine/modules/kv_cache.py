@@ -1,16 +1,14 @@
 """Self-attention key/value caches, passed explicitly through the transformer.
 
-Both caches answer the same two calls, so the transformer code is written once:
-``update(layer, k_new, v_new) -> (k_all, v_all)`` (each ``[B, H, S_past + S, Dh]``) and
-``length`` (steps held before the current call). The caller advances the cache once per forward,
-after every layer has written, with ``advance(S)``.
+A cache has ``length`` (steps held before the current call) and ``advance(S)``, which the
+transformer calls once per forward after every layer has written.
 
 - ``StaticKVCache``: one preallocated buffer per key/value for all layers, written in place;
-  ``update`` returns views, so a decoding step copies only the new step's keys/values.
+  ``update(layer, k_new, v_new) -> (k_all, v_all)`` (each ``[B, H, S_past + S, Dh]``) returns views, so a decoding step copies only the new step's keys/values.
   The torch runtime uses it.
-- ``ConcatKVCache``: past tensors in, ``presents`` (past concatenated with new) out: the pure
-  dataflow form an ONNX exporter traces (Optimum names ``past_key_values.{i}.decoder.key`` in,
-  ``present.{i}.decoder.key`` out).
+- ``AttendingKVCache``: a cache that runs the self-attention itself (``attend``), for a fused
+  attention op that also writes the new keys/values in place (the exported step graph's
+  onnxruntime ``GroupQueryAttention``, export/shared_kv.py); the transformer then builds no mask.
 
 Shape letters: B batch, H heads, S steps, Dh head dim.
 """
@@ -62,31 +60,19 @@ class StaticKVCache:
         self.length = 0
 
 
-class ConcatKVCache:
-    """Functional cache: ``past`` [(k, v)] per layer in, ``presents`` [(k, v)] out.
+class AttendingKVCache:
+    """Base of caches that attend themselves: ``attend(layer, q, k_new, v_new)`` writes the new
+    keys/values after the ``length`` cached steps and returns the causal attention output.
 
-    ``past`` may be empty (no history: every layer starts from nothing). Tensors are
-    [B, H, S_past, Dh] in and [B, H, S_past + S, Dh] out.
+    ``length`` may be a 0-d tensor (a traced graph's input), so positions stay dynamic.
     """
 
-    def __init__(self, past: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
-        self.past = list(past) if past else []
-        self.presents: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.length = self.past[0][0].shape[2] if self.past else 0
+    length: int | torch.Tensor
 
-    def update(self, layer: int, k_new: torch.Tensor,
-               v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Concatenate the layer's past with the new keys/values and record them as present."""
-        assert layer == len(self.presents), "layers must update in order"
-        if self.past:
-            k_past, v_past = self.past[layer]
-            k_all = torch.cat([k_past, k_new], dim=2)  # [B, H, S_past + S, Dh]
-            v_all = torch.cat([v_past, v_new], dim=2)
-        else:
-            k_all, v_all = k_new, v_new
-        self.presents.append((k_all, v_all))
-        return k_all, v_all
+    def attend(self, layer: int, q: torch.Tensor, k_new: torch.Tensor,
+               v_new: torch.Tensor) -> torch.Tensor:
+        """q, k_new, v_new [B, H, S, Dh] -> attention output [B, S, H * Dh] (heads merged)."""
+        raise NotImplementedError
 
     def advance(self, steps: int) -> None:
-        """Kept for the common interface: the new length is that of ``presents``."""
-        self.length += steps
+        """Nothing to do: the new length is the next call's input."""

@@ -22,9 +22,9 @@ from torch import nn
 
 from engine.modules.banded_attention import (banded_attention, banded_attention_traced,
                                              banded_pays)
-from engine.modules.kv_cache import ConcatKVCache, StaticKVCache
+from engine.modules.kv_cache import AttendingKVCache, StaticKVCache
 
-KVCache = StaticKVCache | ConcatKVCache
+KVCache = StaticKVCache | AttendingKVCache
 CrossKV = list[tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -94,6 +94,8 @@ class MultiheadAttention(nn.Module):
         qkv = F.linear(x, self.in_proj_weight)  # [B, S, 3D]
         qkv = qkv.view(b, s, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each [B, H, S, Dh]
+        if isinstance(cache, AttendingKVCache):
+            return self.out_proj(cache.attend(layer, q, k, v))
         if cache is not None:
             k, v = cache.update(layer, k, v)  # [B, H, S_past + S, Dh]
         if isinstance(band, torch.Tensor):
@@ -173,11 +175,13 @@ class StreamingTransformer(nn.Module):
         past = cache.length if cache is not None else 0
         if cache is not None and not causal:
             raise ValueError("a KV cache needs causal attention (non-causal runs use no cache)")
-        positions = torch.arange(past, past + s, device=x.device)
+        # past may be a 0-d tensor (an attending cache's traced input): positions stay dynamic
+        positions = past + torch.arange(s, device=x.device)
         x = x + create_sin_embedding(positions, self.dim, self.max_period, x.dtype)
-        mask = self_attention_mask(s, past, causal, band, x.device)
+        attending = isinstance(cache, AttendingKVCache)   # it masks causally itself
+        mask = None if attending else self_attention_mask(s, past, causal, band, x.device)
         # SDPA's own causal path is aligned top-left, right only without a past.
-        is_causal = causal and band is None and past == 0 and s > 1
+        is_causal = not attending and causal and band is None and past == 0 and s > 1
         if is_causal:
             mask = None
         # MAGNeT's restricted context: attention computed only inside the band. On the torch
