@@ -102,12 +102,13 @@ def test_offline_session_against_a_running_server(tmp_path):
     try:
         client.wait_pong(timeout=180)
         t = Transport.create(120.0, 4, 16000)
-        plan = SessionPlan("dusty boom-bap drums", loop_bars=1, total_bars=4, continue_at_bar=2,
+        # room after bar 2 for the lead rule (bridge/continuation.py) to start up to 4 bars late
+        plan = SessionPlan("dusty boom-bap drums", loop_bars=1, total_bars=8, continue_at_bar=2,
                            continue_bars=1, options={"seed": 3}, timeout_s=300)
         with HostSegment.attach(shm) as segment:
             audio, timeline = run_offline(client, segment, t, plan)
         placed = timeline.placements
-        assert len(audio) == t.bar_frame(4)
+        assert len(audio) == t.bar_frame(8)
         assert placed[0].start_frame == 0 and placed[0].clip.frames == t.clip_frames(1)
         loop = placed[0].clip.audio
         np.testing.assert_array_equal(audio[: t.bar_frame(2)],
@@ -116,7 +117,8 @@ def test_offline_session_against_a_running_server(tmp_path):
         assert abs(audio).max() > 1e-3
         # the continuation starts on a bar line, on an exact frame, after what was captured
         cont = placed[1]
-        assert cont.start_frame % t.bar_frame(1) == 0 and cont.start_frame >= t.bar_frame(2)
+        assert cont.start_frame % t.bar_frame(1) == 0
+        assert t.bar_frame(2) <= cont.start_frame < t.bar_frame(8)
         k = cont.start_frame
         np.testing.assert_array_equal(audio[k: k + 100],
                                       cont.clip.audio[:100].repeat(2 // cont.clip.channels, axis=1))
