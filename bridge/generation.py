@@ -1,8 +1,7 @@
 """A request's generation settings (preset, options, checks) and the engine request they make.
 
 The decoding itself (progress / cancellation, long clips in windows) is the engine's
-``generate_samples`` (engine/sample_generation.py), wherever the model runs. Audio leaves this
-module as numpy float32 [N, C] at the model's sample rate.
+``generate_samples`` (engine/sample_generation.py), wherever the model runs.
 """
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from bridge.melody import Melody
 from bridge.osc_protocol import Options
 from bridge.presets import Preset
 from engine.decoding.options import api_params
-from engine.sample_generation import Progress, SampleRequest, generate_samples
+from engine.sample_generation import SampleRequest
 from engine.tempo import Tempo
 
 
@@ -95,11 +94,3 @@ def sample_request(settings: Settings, samples: int, sample_rate: int, tempo: Te
                          None if melody is None else melody.audio,
                          None if melody is None else melody.sample_rate)
 
-
-def generate_audio(model: Any, settings: Settings, samples: int, sample_rate: int,
-                   progress: Progress, tempo: Tempo, prompt: np.ndarray | None = None,
-                   prompt_rate: int | None = None, melody: Melody | None = None) -> np.ndarray:
-    """``generate_samples`` (engine/sample_generation.py) of ``sample_request(...)`` on a
-    model in this process: audio [N, C] at the model's rate."""
-    return generate_samples(model, sample_request(settings, samples, sample_rate, tempo, prompt,
-                                                  prompt_rate, melody), progress)

@@ -130,7 +130,8 @@ def beat_bundle(tmp_path_factory):
 def test_the_bridge_gives_the_model_the_session_tempo_and_the_prompts_beat():
     import numpy as np
 
-    from bridge.generation import Settings, generate_audio
+    from bridge.generation import Settings, sample_request
+    from engine.sample_generation import generate_samples
     torch.manual_seed(0)
     model = MusicGen("beat", EncodecModel(debug_codec_config()).eval(), _lm(),
                      debug_text_encoder(dim=CFG.cond_dim))
@@ -140,6 +141,6 @@ def test_the_bridge_gives_the_model_the_session_tempo_and_the_prompts_beat():
     seen = []
     real_beat = model._beat                     # a spy: the real rows still reach the LM
     model._beat = lambda descriptions, tempo: (seen.append(tempo), real_beat(descriptions, tempo))[1]
-    generate_audio(model, settings, 22400, 32000, lambda f: None, Tempo(120, 3, 13.5), prompt,
-                   32000)
+    generate_samples(model, sample_request(settings, 22400, 32000, Tempo(120, 3, 13.5), prompt,
+                                           32000), lambda f: None)
     assert seen == [Tempo(120, 3, 1.5)] and not hasattr(model, "bpm")

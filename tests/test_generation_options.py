@@ -5,10 +5,11 @@ import pytest
 import soxr
 import torch
 
-from bridge.generation import generate_audio, resolve_settings
+from bridge.generation import resolve_settings, sample_request
 from bridge.osc_protocol import Options
 from bridge.presets import Preset, load_presets
 from engine.api import build_debug_model, debug_magnet
+from engine.sample_generation import generate_samples
 from engine.decoding.options import MODES, api_params, magnet_keywords
 from engine.tempo import Tempo
 
@@ -94,7 +95,7 @@ def test_every_preset_renders_through_the_bridge_path(request, which):
     for name in sorted(presets):
         settings = resolve_settings(model, "loop", tempo, Options(preset=name), Preset("none"),
                                     presets, "ar", 2, samples / rate)
-        wav = generate_audio(model, settings, samples, rate, lambda f: None, tempo)
+        wav = generate_samples(model, sample_request(settings, samples, rate, tempo), lambda f: None)
         out = soxr.resample(np.ascontiguousarray(wav), model.sample_rate, rate, quality="VHQ")
         assert out.shape[0] >= samples and np.isfinite(out).all(), name
 

@@ -4,7 +4,8 @@ A cache has ``length`` (steps held before the current call) and ``advance(S)``, 
 transformer calls once per forward after every layer has written.
 
 - ``StaticKVCache``: one preallocated buffer per key/value for all layers, written in place;
-  ``update(layer, k_new, v_new) -> (k_all, v_all)`` (each ``[B, H, S_past + S, Dh]``) returns views, so a decoding step copies only the new step's keys/values.
+  ``update(layer, k_new, v_new) -> (k_all, v_all)`` (each ``[B, H, S_past + S, Dh]``) returns
+  views, so a decoding step copies only the new step's keys/values.
   The torch runtime uses it.
 - ``AttendingKVCache``: a cache that runs the self-attention itself (``attend``), for a fused
   attention op that also writes the new keys/values in place (the exported step graph's
