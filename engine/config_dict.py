@@ -64,6 +64,20 @@ def check_int(name: str, value: Any, low: int | None = None, high: int | None = 
     raise ValueError(f"{name} must be {none}{expected}{note}, got {value!r}")
 
 
+Seed = int | tuple[int | None, ...] | None   # one seed for a batch, or one per row
+
+
+def check_seed(value: Any) -> None:
+    """ValueError unless ``value`` is a seed: None, an integer in [0, MAX_SEED], or a non-empty
+    tuple of those (one per batch row)."""
+    if isinstance(value, tuple) and value:
+        for entry in value:
+            check_int("each entry of seed", entry, 0, MAX_SEED, allow_none=True)
+        return
+    check_int("seed", value, 0, MAX_SEED, allow_none=True,
+              note=" (or a non-empty tuple of them, one per batch row)")
+
+
 def check_bool(name: str, value: Any) -> None:
     """ValueError unless ``value`` is True or False."""
     if not isinstance(value, bool):

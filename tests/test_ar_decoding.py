@@ -52,7 +52,8 @@ def _recomputing_loop(backend, params, frames, cfg=True):
     seq = pattern.build(torch.full((B, K, frames), special), special)
     valid = pattern.valid_mask(frames)
     ctx = backend.prepare(_conditions(cfg))
-    gen = torch.Generator().manual_seed(params.seed)
+    # one generator per row, row b seeded seed + b (sampling.row_seeds)
+    gens = [torch.Generator().manual_seed(params.seed + b) for b in range(B)]
     rows = 2 * B if cfg else B
     for s in range(1, seq.shape[-1]):
         inputs = seq[:, :, :s].repeat(rows // B, 1, 1)
@@ -60,7 +61,7 @@ def _recomputing_loop(backend, params, frames, cfg=True):
         last = logits[:, :, -1]
         if cfg:
             last = cfg_mix(last[:B], last[B:], params.cfg_coef)
-        tokens = sample(last, params, gen)
+        tokens = sample(last, params, gens)
         seq[:, :, s] = torch.where(valid[:, s], tokens, seq[:, :, s])
     return pattern.revert(seq, special)[0][..., :frames]
 

@@ -19,7 +19,7 @@ from engine.backends.base import ConditionTensors, StepBackend
 from engine.decoding.delay_pattern import DelayPattern
 from engine.decoding.ar_params import ARParams
 from engine.decoding.progress import ProgressCallback
-from engine.decoding.sampling import SeededGenerator, cfg_mix, sample
+from engine.decoding.sampling import RowGenerators, cfg_mix, sample
 
 # conditions for the window starting at a frame offset; 2B rows [cond; null] when CFG is on
 ConditionSource = Callable[[int], ConditionTensors]
@@ -72,7 +72,7 @@ class ARDecoder:
             window.prompt_frames)
 
     def decode_window(self, ctx: Any, batch: int, cfg: bool, n_frames: int,
-                      params: ARParams, prompt: torch.Tensor | None, rng: SeededGenerator,
+                      params: ARParams, prompt: torch.Tensor | None, rng: RowGenerators,
                       on_step: Callable[[], None]) -> torch.Tensor:
         """Codes [B, K, n_frames] whose first frames are ``prompt`` [B, K, Tp] unchanged."""
         K, special = self.backend.n_q, self.backend.special_token_id
@@ -121,7 +121,9 @@ def generate_ar(backend: StepBackend, conditions: ConditionSource, params: ARPar
 
     ``conditions(offset)`` gives the window's condition rows ([cond; null], 2B rows, when
     ``cfg``); a window reuses the previous window's prepared context when it gets the same
-    object back. Sampling is seeded by ``params.seed`` (global RNG when None).
+    object back. Every row samples from its own generator, seeded by ``params.seed``
+    (``row_seeds``: one per row, or an int moved on by the row; global RNG when None), so a
+    row's codes do not depend on what else is in the batch (given the same logits).
     ``progress_callback(done, total)`` runs after every forward pass; an exception
     from it propagates out unchanged (that is how a job is cancelled). ``pattern``: the
     model's delays (default: MusicGen mono, [0..K-1]).
@@ -132,7 +134,7 @@ def generate_ar(backend: StepBackend, conditions: ConditionSource, params: ARPar
                          f"got {list(prompt.shape)}")
     windows = plan_windows(total_frames, prompt_frames, window_frames, stride_frames)
     decoder = ARDecoder(backend, pattern or DelayPattern.for_codebooks(backend.n_q))
-    rng = SeededGenerator(params.seed)
+    rng = RowGenerators(params.seed, batch)
     total_steps = sum(decoder.steps_in(w) for w in windows)
     done = 0
 

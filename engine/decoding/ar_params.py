@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.config_dict import MAX_DURATION_S, MAX_SEED, check_bool, check_int, check_range
+from engine.config_dict import MAX_DURATION_S, Seed, check_bool, check_int, check_range, check_seed
 
 
 @dataclass(frozen=True)
@@ -13,7 +13,8 @@ class ARParams:
     ``duration``: seconds of audio in all (a continuation's prompt included, as audiocraft).
     ``top_p > 0`` overrides ``top_k``; ``use_sampling=False`` or ``temperature == 0`` is greedy.
     ``extend_stride``: seconds each new window advances by when ``duration`` exceeds the model's
-    window. ``seed``: None draws a fresh seed per generation.
+    window. ``seed``: None draws a fresh seed per generation; a tuple
+    gives every batch row its own (engine/decoding/sampling.py ``row_seeds``).
     """
 
     duration: float
@@ -23,7 +24,7 @@ class ARParams:
     cfg_coef: float = 3.0
     use_sampling: bool = True
     extend_stride: float = 18.0
-    seed: int | None = None
+    seed: Seed = None
 
     def __post_init__(self) -> None:
         check_range("duration", self.duration, 0.0, MAX_DURATION_S, low_open=True)
@@ -33,4 +34,4 @@ class ARParams:
         check_range("cfg_coef", self.cfg_coef, 0.0, 100.0)
         check_bool("use_sampling", self.use_sampling)
         check_range("extend_stride", self.extend_stride, 0.0, MAX_DURATION_S, low_open=True)
-        check_int("seed", self.seed, 0, MAX_SEED, allow_none=True)
+        check_seed(self.seed)

@@ -30,7 +30,7 @@ from engine.decoding.masking import (FROZEN_SCORE, annealed_cfg_coef, annealed_t
                                      mask_probability, num_masked, span_scores_max,
                                      span_scores_prod, spans_to_token_mask)
 from engine.decoding.progress import ProgressCallback
-from engine.decoding.sampling import SeededGenerator, cfg_mix, sample
+from engine.decoding.sampling import RowGenerators, advance_seed, cfg_mix, sample
 
 DEFAULT_ATTN_BAND = 5  # frames either side (~100 ms at 50 Hz): audiocraft's subcodes_context
 
@@ -99,11 +99,11 @@ class ARRescorer:
 
 
 class MagnetDecoder:
-    """One generation's state: the codes, the prepared context, the seeded generator."""
+    """One generation's state: the codes, the prepared context, the rows' seeded generators."""
 
     def __init__(self, backend: StepBackend, ctx: Any, params: MagnetParams, batch: int,
                  cfg: bool, attn_band: int | None, rescorer: ARRescorer | None,
-                 rng: SeededGenerator, on_step: Any) -> None:
+                 rng: RowGenerators, on_step: Any) -> None:
         self.backend, self.ctx, self.params = backend, ctx, params
         self.batch, self.cfg, self.attn_band = batch, cfg, attn_band
         self.rescorer, self.rng, self.on_step = rescorer, rng, on_step
@@ -127,11 +127,9 @@ class MagnetDecoder:
         if self.cfg:
             coef = annealed_cfg_coef(mask_p, p.max_cfg_coef, p.min_cfg_coef)
             logits = cfg_mix(logits[:B], logits[B:], coef)  # [B, T, card]
-        T, card = logits.shape[1], logits.shape[2]
         t = annealed_temperature(p.temperature, step, n_steps, p.anneal_temperature)
         step_params = StepSampling(t, p.top_k, p.top_p, p.use_sampling)
-        tokens = sample(logits.reshape(B * T, card), step_params,
-                        self.rng.on(logits.device)).reshape(B, T)
+        tokens = sample(logits, step_params, self.rng.on(logits.device))  # [B, T]
         probs = torch.softmax(logits.float() / t, dim=-1)
         probs = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [B, T]
         codes_dev[:, stage] = torch.where(active, tokens, codes_dev[:, stage])
@@ -229,7 +227,7 @@ def generate_magnet(backend: StepBackend, cond: ConditionTensors, params: Magnet
             progress_callback(done, total)
 
     decoder = MagnetDecoder(backend, ctx, params, batch, cfg, attn_band, rescorer,
-                            SeededGenerator(params.seed), on_step)
+                            RowGenerators(params.seed, batch), on_step)
     for stage, n_steps in enumerate(params.decoding_steps):
         decoder.decode_stage(codes, stage, n_steps, prompt_frames)
     assert not bool((codes == backend.special_token_id).any()), "a masked position was left"
@@ -286,7 +284,7 @@ def generate_magnet_windows(backend: StepBackend, cond: ConditionTensors, params
     index = 1
     while codes.shape[-1] < T:
         start = codes.shape[-1] - overlap
-        seed = None if params.seed is None else params.seed + index
+        seed = advance_seed(params.seed, index)
         # the last window is only as long as it must be (as the AR loop's last window): every
         # pass costs its length, and at 90 BPM 4 bars pass one 10 s segment by 0.67 s
         n = min(W, -(-(T - start) // span) * span)

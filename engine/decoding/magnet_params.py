@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.config_dict import MAX_DURATION_S, MAX_SEED, check_bool, check_int, check_range
+from engine.config_dict import MAX_DURATION_S, Seed, check_bool, check_int, check_range, check_seed
 
 SPAN_ARRANGEMENTS = ("nonoverlap", "stride1")
 SPAN_SCORINGS = ("max", "prod")
@@ -31,7 +31,7 @@ class MagnetParams:
     ``anneal_temperature``. ``top_p > 0`` overrides ``top_k``. ``rescore_weight`` w in [0, 1]:
     the weight of an external AR model's log-probability in a candidate's confidence,
     ``(1 - w) * log p_magnet + w * log p_ar`` (0 disables rescoring). ``seed``: None draws a
-    fresh seed per generation.
+    fresh seed per generation; a tuple gives every batch row its own (``row_seeds``).
     """
 
     duration: float
@@ -47,7 +47,7 @@ class MagnetParams:
     top_k: int = 0
     use_sampling: bool = True
     rescore_weight: float = 0.0
-    seed: int | None = None
+    seed: Seed = None
 
     def __post_init__(self) -> None:
         check_range("duration", self.duration, 0.0, MAX_DURATION_S, low_open=True)
@@ -78,7 +78,7 @@ class MagnetParams:
         check_range("top_p", self.top_p, 0.0, 1.0)
         check_int("top_k", self.top_k, 0, note=" (0 disables it)")
         check_range("rescore_weight", self.rescore_weight, 0.0, 1.0)
-        check_int("seed", self.seed, 0, MAX_SEED, allow_none=True)
+        check_seed(self.seed)
 
     @property
     def scoring(self) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from engine.backends.base import StepBackend
+from engine.config_dict import Seed
 from engine.decoding.ar import generate_ar
 from engine.decoding.hybrid import default_prefix_seconds, generate_hybrid
 from engine.decoding.magnet import DEFAULT_ATTN_BAND, ARRescorer, generate_magnet_windows
@@ -118,7 +119,7 @@ class MAGNeT(MusicGen):
                    span_arrangement: str = "nonoverlap",
                    max_cfg_coef: float = 10.0, min_cfg_coef: float = 1.0,
                    temperature: float = 3.0, top_p: float = 0.9, top_k: int = 0,
-                   use_sampling: bool = True, seed: int | None = None,
+                   use_sampling: bool = True, seed: Seed = None,
                    mode: str = "magnet", span_scoring: str | None = None,
                    span_len: int | None = None, rescore_weight: float = 0.0,
                    hybrid_prefix_s: float | None = None, ar_temperature: float = 1.0,

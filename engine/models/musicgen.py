@@ -14,8 +14,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import soxr
 import torch
+import torch.nn.functional as F
 
 from engine.backends.base import ConditionTensors, StepBackend
+from engine.config_dict import Seed
 from engine.conditioners.chroma import ChromaExtractor, melody_chroma, null_chroma
 from engine.conditioners.key import caption_key
 from engine.conditioners.caption import caption_bpm
@@ -161,7 +163,7 @@ class MusicGen:
     def _configure(self, duration: float = 8.0, temperature: float = 1.0,
                    top_k: int = 250, top_p: float = 0.0, cfg_coef: float = 3.0,
                    use_sampling: bool = True, extend_stride: float = 18.0,
-                   seed: int | None = None, mode: str = "ar") -> dict[str, Any]:
+                   seed: Seed = None, mode: str = "ar") -> dict[str, Any]:
         """The AR sampling parameters, every one explicit (audiocraft's defaults), as the
         model attributes they set."""
         if mode not in self.supported_modes:
@@ -279,17 +281,31 @@ class MusicGen:
         return (wav, tokens) if return_tokens else wav
 
     def _text(self, descriptions: list[str | None]) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Text hidden states and mask; rows without text have mask 0 (audiocraft's null)."""
+        """Text hidden states and mask; rows without text have mask 0 (audiocraft's null).
+
+        Each description is encoded alone (through the cache) and zero-padded to the longest:
+        a row's encoding is then bit for bit the one it gets alone, whatever it is batched
+        with. Padding is not neutral, though: the LM attends to padded positions (zero
+        embeddings, as audiocraft), so a row's clip equals its clip alone only beside rows of
+        the same :meth:`text_length`.
+        """
         if self.text_encoder is None:
             return None
         with torch.inference_mode():
-            hidden, mask = self._text_cache.encode(self.text_encoder,
-                                                   [d or "" for d in descriptions])
-        mask = mask.float()
+            rows = [self._text_cache.encode(self.text_encoder, [d or ""]) for d in descriptions]
+        length = max(hidden.shape[1] for hidden, _ in rows)
+        hidden = torch.cat([F.pad(h, (0, 0, 0, length - h.shape[1])) for h, _ in rows])
+        mask = torch.cat([F.pad(m, (0, length - m.shape[1])) for _, m in rows]).float()
         for i, d in enumerate(descriptions):
             if not d:
                 mask[i] = 0.0
         return hidden.float(), mask
+
+    def text_length(self, description: str | None) -> int:
+        """Text positions ``description`` takes in the LM's condition (0: no text encoder).
+        Requests batch without changing each other's clips only when these are equal."""
+        text = self._text([description])
+        return 0 if text is None else int(text[1].shape[1])
 
     def _beat(self, descriptions: list[str | None], tempo: Tempo | None) -> torch.Tensor | None:
         """[B, 3] tempo rows (beats per frame, beats per bar, ``start_beat``: the beat in the
