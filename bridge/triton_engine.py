@@ -68,11 +68,12 @@ class TritonClient:
         ``JobRefused`` for values the model refuses, ``EngineUnavailable`` when the server
         fails or cannot be reached."""
         def on_response(result: Any) -> np.ndarray | None:
-            audio = result.as_numpy("AUDIO")
-            if audio is not None:
-                return audio
-            progress(float(result.as_numpy("PROGRESS")[0]))
-            return None
+            tensors = {name: value for name in ("AUDIO", "PROGRESS")
+                       if (value := result.as_numpy(name)) is not None}
+            fraction = schema.decode_progress(tensors)
+            if fraction is not None:
+                progress(fraction)
+            return schema.decode_audio(tensors)
 
         return self._stream(schema.encode_request(request), on_response)
 

@@ -10,6 +10,10 @@ A request is either ``KIND`` "describe" (the answer: one response with ``INFO``,
 with ``PROGRESS`` (a fraction of the decoding steps), then one with ``AUDIO`` [N, C] at
 ``AUDIO_RATE`` (the model's rate). A refusal of the request's values is an error whose message
 starts with ``REFUSED``; a cancelled request ends with an error that starts with ``CANCELLED``.
+
+On the wire every tensor has a leading batch axis of length 1 (one request) before the
+``shape`` given here: the model's config has ``max_batch_size`` > 0 so that Triton may hand it
+several requests at once. The encoders add that axis and the decoders take it off.
 """
 from __future__ import annotations
 
@@ -31,8 +35,9 @@ CANCELLED = "cancelled: "
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One tensor: ``dtype`` a numpy dtype name ("object" for UTF-8 strings), ``shape`` with
-    None for a dynamic axis; ``optional`` inputs may be left out."""
+    """One tensor: ``dtype`` a numpy dtype name ("object" for UTF-8 strings), ``shape`` (one
+    request's, without the batch axis) with None for a dynamic axis; ``optional`` inputs may
+    be left out."""
 
     name: str
     dtype: str
@@ -84,6 +89,11 @@ def model_info(model: Any) -> ModelInfo:
                      bool(getattr(model, "is_melody", False)))
 
 
+def _one_request(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``tensors`` with the wire's leading batch axis (one request)."""
+    return {name: value[None] for name, value in tensors.items()}
+
+
 def _text(value: str) -> np.ndarray:
     return np.array([value.encode()], dtype=object)
 
@@ -99,12 +109,12 @@ def _scalar(tensors: Mapping[str, np.ndarray], name: str) -> Any:
 
 def describe_request() -> dict[str, np.ndarray]:
     """The input tensors of a "describe" request."""
-    return {"KIND": _text(KIND_DESCRIBE)}
+    return _one_request({"KIND": _text(KIND_DESCRIBE)})
 
 
 def encode_info(info: ModelInfo) -> dict[str, np.ndarray]:
     """The output tensors answering "describe"."""
-    return {"INFO": _text(json.dumps(asdict(info)))}
+    return _one_request({"INFO": _text(json.dumps(asdict(info)))})
 
 
 def decode_info(tensors: Mapping[str, np.ndarray]) -> ModelInfo:
@@ -136,7 +146,7 @@ def encode_request(request: SampleRequest) -> dict[str, np.ndarray]:
         if audio is not None:
             tensors[name] = np.ascontiguousarray(audio, dtype=np.float32)
             tensors[f"{name}_RATE"] = np.array([rate], dtype=np.int64)
-    return tensors
+    return _one_request(tensors)
 
 
 def decode_request(tensors: Mapping[str, np.ndarray]) -> SampleRequest:
@@ -156,7 +166,7 @@ def decode_request(tensors: Mapping[str, np.ndarray]) -> SampleRequest:
         if name in tensors:
             if f"{name}_RATE" not in tensors:
                 raise ValueError(f"{name} needs {name}_RATE")
-            audio[name.lower()] = np.asarray(tensors[name], dtype=np.float32)
+            audio[name.lower()] = np.asarray(tensors[name], dtype=np.float32)[0]
             audio[f"{name.lower()}_rate"] = int(_scalar(tensors, f"{name}_RATE"))
     return SampleRequest(_read_text(tensors, "DESCRIPTION"), params,
                          int(_scalar(tensors, "SAMPLES")), int(_scalar(tensors, "SAMPLE_RATE")),
@@ -165,10 +175,22 @@ def decode_request(tensors: Mapping[str, np.ndarray]) -> SampleRequest:
 
 def progress_response(fraction: float) -> dict[str, np.ndarray]:
     """The output tensors of a progress response."""
-    return {"PROGRESS": np.array([fraction], dtype=np.float32)}
+    return _one_request({"PROGRESS": np.array([fraction], dtype=np.float32)})
 
 
 def audio_response(audio: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
     """The output tensors of the final response: the audio [N, C] at ``sample_rate``."""
-    return {"AUDIO": np.ascontiguousarray(audio, dtype=np.float32),
-            "AUDIO_RATE": np.array([sample_rate], dtype=np.int64)}
+    return _one_request({"AUDIO": np.ascontiguousarray(audio, dtype=np.float32),
+                         "AUDIO_RATE": np.array([sample_rate], dtype=np.int64)})
+
+
+def decode_progress(tensors: Mapping[str, np.ndarray]) -> float | None:
+    """The fraction a progress response carries; None for another response."""
+    value = tensors.get("PROGRESS")
+    return None if value is None else float(value.reshape(-1)[0])
+
+
+def decode_audio(tensors: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """The audio [N, C] of the final response; None for another response."""
+    value = tensors.get("AUDIO")
+    return None if value is None else value[0]

@@ -206,14 +206,16 @@ def _validate_all(out_dir: Path, graphs: list[ExportedGraph], variant: str,
 
 def export_bundle(model: Any, out_dir: str | Path, *, dtype: str = "fp32",
                   quantize: str | None = None, triton_dir: str | Path | None = None,
-                  triton_instances: int = 1, opset: int = DEFAULT_OPSET, overwrite: bool = False,
+                  triton_instances: int = 1, triton_max_batch: int | None = None,
+                  opset: int = DEFAULT_OPSET, overwrite: bool = False,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
     """Export a MusicGen or MAGNeT model (PyTorch) as a bundle in ``out_dir``; returns the manifest.
 
     The bundle is written into ``<out_dir>.partial`` and renamed when every graph validated, so
     a failed export leaves nothing half-written. ``triton_dir``: also write a Triton model
     repository there: one model per graph (export/triton.py) and the generation model
-    ``barforge`` with ``triton_instances`` instances (export/triton_model.py).
+    ``barforge`` with ``triton_instances`` instances, each taking up to ``triton_max_batch``
+    requests at once (None: export/triton_model.py's default; 1: no batching).
     """
     if dtype not in ("fp32", "fp16"):
         raise ValueError(f"dtype must be 'fp32' or 'fp16', got {dtype!r}")
@@ -244,9 +246,10 @@ def export_bundle(model: Any, out_dir: str | Path, *, dtype: str = "fp32",
         raise
     if triton_dir is not None:
         from export.triton import write_triton_repository
-        from export.triton_model import write_generation_model
+        from export.triton_model import DEFAULT_MAX_BATCH, write_generation_model
         write_triton_repository(out_dir, manifest, Path(triton_dir))
-        write_generation_model(out_dir, Path(triton_dir), triton_instances)
+        write_generation_model(out_dir, Path(triton_dir), triton_instances,
+                               max_batch=triton_max_batch or DEFAULT_MAX_BATCH)
         log(f"Triton repository written to {triton_dir}")
     return manifest
 

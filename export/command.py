@@ -30,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--triton-instances", type=int, default=1, metavar="N",
                    help="instances of the 'barforge' model: generations Triton runs at once "
                         "(default 1)")
+    p.add_argument("--triton-max-batch", type=int, default=None, metavar="N",
+                   help="requests one 'barforge' instance takes at once; those that can share a "
+                        "decoding loop (same options, length, tempo and prompt length) are "
+                        "decoded together (default 8; 1 turns batching off)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out directory")
@@ -39,12 +43,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.triton_instances < 1:
         raise ValueError(f"--triton-instances {args.triton_instances}: expected at least 1")
+    if args.triton_max_batch is not None and args.triton_max_batch < 1:
+        raise ValueError(f"--triton-max-batch {args.triton_max_batch}: expected at least 1 "
+                         "(1 turns batching off)")
     from engine.api import load_model
     from export.bundle import export_bundle
 
     model = load_model(args.model)
     manifest = export_bundle(model, args.out, dtype=args.dtype, quantize=args.quantize,
                              triton_dir=args.triton, triton_instances=args.triton_instances,
+                             triton_max_batch=args.triton_max_batch,
                              opset=args.opset, overwrite=args.force)
     size = sum(f["bytes"] for f in manifest["files"].values())
     print(f"bundle written to {args.out}: {len(manifest['graphs'])} graphs, "

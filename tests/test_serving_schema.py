@@ -16,7 +16,9 @@ def _roundtrip(request: SampleRequest) -> SampleRequest:
     for spec in schema.INPUTS:
         if spec.name in tensors:
             assert tensors[spec.name].dtype == np.dtype(spec.dtype), spec.name
-            assert tensors[spec.name].ndim == len(spec.shape), spec.name
+            # the wire's leading batch axis: one request
+            assert tensors[spec.name].shape[0] == 1, spec.name
+            assert tensors[spec.name].ndim == 1 + len(spec.shape), spec.name
     assert schema.request_kind(tensors) == schema.KIND_GENERATE
     return schema.decode_request(tensors)
 
@@ -48,6 +50,16 @@ def test_describe_and_model_info():
     info = schema.model_info(model)
     assert schema.decode_info(schema.encode_info(info)) == info
     assert info.sample_rate == model.sample_rate and info.supported_modes == ("ar",)
+
+
+def test_responses_decode_as_sent():
+    audio = np.random.default_rng(1).standard_normal((300, 2)).astype(np.float32)
+    final = schema.audio_response(audio, 48000)
+    assert final["AUDIO"].shape == (1, 300, 2)
+    np.testing.assert_array_equal(schema.decode_audio(final), audio)
+    assert schema.decode_progress(final) is None
+    step = schema.progress_response(0.25)
+    assert schema.decode_progress(step) == 0.25 and schema.decode_audio(step) is None
 
 
 def test_malformed_requests_are_named():

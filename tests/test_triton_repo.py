@@ -68,6 +68,7 @@ def test_generation_model_serves_the_schema_from_a_copy_of_the_bundle(repo):
     cfg = _parse_config(text)
     assert cfg["name"] == "barforge" and cfg["backend"] == "python"
     assert "decoupled: true" in text    # progress responses, then the clip
+    assert cfg["max_batch_size"] == 8 and "max_queue_delay_microseconds: 10000" in text
     for kind, specs in (("input", serving_schema.INPUTS), ("output", serving_schema.OUTPUTS)):
         assert cfg[kind] == [(s.name, TRITON_DTYPES[s.dtype], [-1 if d is None else d
                                                                for d in s.shape]) for s in specs]
@@ -83,3 +84,12 @@ def test_generation_model_instances(tmp_path):
     assert re.search(r"count: 3\s+kind: KIND_CPU", config_pbtxt(3, None))
     with pytest.raises(ValueError, match="instances 0"):
         config_pbtxt(0, None)
+
+
+def test_generation_model_batching_off_keeps_the_batch_axis(tmp_path):
+    from export.triton_model import config_pbtxt
+    text = config_pbtxt(1, None, max_batch=1)
+    assert "max_batch_size: 1\n" in text and "dynamic_batching" not in text
+    assert "max_batch_size: 16\n" in config_pbtxt(1, None, max_batch=16)
+    with pytest.raises(ValueError, match="max_batch 0: expected at least 1"):
+        config_pbtxt(1, None, max_batch=0)

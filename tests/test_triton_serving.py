@@ -5,13 +5,17 @@ repository ``barforge export --triton`` writes for the debug model, on loopback 
 ``barforge serve --engine triton://`` runs beside it. The checks: the protocol conformance
 check through that bridge, progress and cancel across the network, a continuation (captured
 audio sent along), and a server killed mid-job (the job's error reply, then the next job served
-once the server is back).
+once the server is back). Batching: requests that queue while the model is busy reach one
+``execute`` together; those that can share a decoding loop get the clips they get alone, the
+others are all answered, a bad one is refused alone, and a cancelled one leaves its batch mates'
+clips intact.
 """
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +26,11 @@ import soundfile as sf
 pytest.importorskip("tritonclient.grpc", reason="the triton extra (tritonclient) is not installed")
 import triton_env  # noqa: E402
 from bridge_server import ROOT, free_port, start_server, stop_server  # noqa: E402
+from bridge.jobs import JobRefused  # noqa: E402
+from bridge.triton_engine import TritonClient  # noqa: E402
 from engine.api import build_debug_model  # noqa: E402
+from engine.sample_generation import SampleRequest  # noqa: E402
+from engine.tempo import Tempo  # noqa: E402
 from export.bundle import export_bundle  # noqa: E402
 from plugin_host.shm import HostSegment  # noqa: E402
 
@@ -134,6 +142,86 @@ def test_continuation_sends_the_captured_audio(bridge):
     address, params = host.job_replies("cont1")[-1]
     assert address == "/barforge/done", params
     assert params[5] > 6.0 and params[5] % 4 == 0   # starts on a bar line after the capture
+
+
+def _request(description: str, seed: int, bars: int = 1, **params) -> SampleRequest:
+    tempo = Tempo(120)
+    return SampleRequest(description, {"mode": "ar", "seed": seed, **params},
+                         tempo.frames(bars, 48000), 48000, tempo)
+
+
+def _batch_counts(address: str) -> dict[int, int]:
+    """Executions of the barforge model so far, by the number of requests handed to one."""
+    import tritonclient.grpc as grpcclient
+    with grpcclient.InferenceServerClient(address) as client:
+        stats = client.get_inference_statistics("barforge", as_json=True)["model_stats"][0]
+    return {int(b["batch_size"]): int(b["compute_infer"]["count"])
+            for b in stats.get("batch_stats", [])}
+
+
+def _while_busy(address: str, requests: list[SampleRequest], progress=None) -> list:
+    """Each request's clip (or the exception it raised), all sent at once while the model's one
+    instance decodes a long request: they queue, and Triton hands them to one execute."""
+    started = threading.Event()
+
+    def blocker_progress(fraction: float) -> None:
+        started.set()
+
+    blocker = threading.Thread(target=TritonClient(address).generate,
+                               args=(_request("x", 1, bars=32), blocker_progress))
+    blocker.start()
+    assert started.wait(60)
+    results: list = [None] * len(requests)
+
+    def ask(i: int) -> None:
+        try:
+            results[i] = TritonClient(address).generate(
+                requests[i], (progress or {}).get(i, lambda fraction: None))
+        except Exception as e:  # noqa: BLE001 - compared by the test
+            results[i] = e
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads + [blocker]:
+        t.join(300)
+    return results
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_clip_alone(triton):
+    address = triton.url.removeprefix("triton://")
+    same = [_request("drums", 3), _request("bass", 11), _request("piano", 7)]
+    others = [_request("drums", 5, bars=2),       # another length: its own loop
+              _request("drums loud", 9)]          # another text length: its own loop
+    bad = _request("drums", 4, temperature=-1.0)
+    before = _batch_counts(address)
+    results = _while_busy(address, same + others + [bad])
+    after = _batch_counts(address)
+    batched = {size: after[size] - before.get(size, 0) for size in after}
+    assert any(size > 1 and count for size, count in batched.items()), batched
+    assert isinstance(results[-1], JobRefused) and "temperature" in str(results[-1])
+    for request, clip in zip(same + others, results):
+        assert isinstance(clip, np.ndarray), clip
+        alone = TritonClient(address).generate(request, lambda fraction: None)
+        np.testing.assert_array_equal(clip, alone)   # bit for bit: per-row seeds and text
+
+
+def test_a_cancelled_batch_member_leaves_the_others_clips_intact(triton):
+    address = triton.url.removeprefix("triton://")
+    requests = [_request("drums", 3, bars=8), _request("bass", 11, bars=8),
+                _request("piano", 7, bars=8)]
+
+    def cancel(fraction: float) -> None:   # a host's cancel: the client ends the stream
+        raise RuntimeError("cancel")
+
+    before = _batch_counts(address)
+    results = _while_busy(address, requests, {1: cancel})
+    after = _batch_counts(address)
+    assert any(size > 1 and after[size] > before.get(size, 0) for size in after), after
+    assert isinstance(results[1], RuntimeError) and str(results[1]) == "cancel"
+    for i in (0, 2):
+        alone = TritonClient(address).generate(requests[i], lambda fraction: None)
+        np.testing.assert_array_equal(results[i], alone)
 
 
 def test_a_killed_server_fails_the_job_and_the_bridge_reconnects(bridge, triton):

@@ -276,8 +276,12 @@ class MusicGen:
 
     def _finish(self, tokens: torch.Tensor, return_tokens: bool
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        # row by row: the codec's batched convolutions round differently in the last bit, and
+        # a request batched with others must get the samples it gets alone
         with torch.inference_mode():
-            wav = self.compression_model.decode(tokens.to(self._codec_device)).float()
+            codes = tokens.to(self._codec_device)
+            wav = torch.cat([self.compression_model.decode(codes[i:i + 1]).float()
+                             for i in range(codes.shape[0])])
         return (wav, tokens) if return_tokens else wav
 
     def _text(self, descriptions: list[str | None]) -> tuple[torch.Tensor, torch.Tensor] | None:
