@@ -223,9 +223,10 @@ def main() -> int:
     env = triton_env.ensure()
     if isinstance(env, str):
         raise SystemExit(f"no Triton environment: {env}")
+    served = (f"Triton model instances {args.instances}, batching {' / '.join(args.batching)} "
+              f"(max batch {args.max_batch})" if args.clients else "the decoding loop only")
     text = (f"\n## {time.strftime('%Y-%m-%d %H:%M')}: {BARS}-bar loops, {args.clips} per client, "
-            f"Triton model instances {args.instances}, batching {' / '.join(args.batching)} "
-            f"(max batch {args.max_batch})\n\nIndicative, under load: "
+            f"{served}\n\nIndicative, under load: "
             f"{os.cpu_count()} CPUs shared with other jobs, CPU only; before: {load_line()}\n\n"
             "| model | path | clients | clips | clips/s | p50 s | p99 s |\n"
             "|---|---|---|---|---|---|---|\n")
