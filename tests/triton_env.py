@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -166,8 +167,9 @@ class TritonServer:
         cmd = [*self.env.server_command(self.repository, self.grpc_port, self.http_port),
                "--model-control-mode=explicit", "--load-model=barforge"]
         with open(self.log_path, "a") as log:
+            # a session of its own: kill() ends its Python-backend stubs with it
             self.proc = subprocess.Popen(cmd, env=self.env.server_environment(), stdout=log,
-                                         stderr=subprocess.STDOUT)
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{self.grpc_port}")
         end = time.monotonic() + READY_S
         while time.monotonic() < end:
@@ -181,7 +183,8 @@ class TritonServer:
         raise TimeoutError(f"tritonserver not ready: {self.log_path.read_text()[-3000:]}")
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would end it."""
+        """SIGKILL, as a crash would end it, to the server and its Python-backend stubs (which
+        outlive a killed server otherwise, one per instance, holding the model in memory)."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
