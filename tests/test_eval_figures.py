@@ -42,11 +42,14 @@ def test_figures_writes_one_png_per_held_out_loop_at_its_length(corpus, tmp_path
     assert [r["id"] for r in rows] == ["loop_000001", "loop_000002"]     # the valid split only
     assert [r["seconds"] for r in rows] == [4.0, 3.2]                    # each loop's own 2 bars
     assert {r["mode"] for r in rows} == {"ar"}                           # the debug model's default
+    assert all(r["real_bar_chroma_change"] < 0.05 for r in rows)          # a held sine: no change
+    assert all(r["real_key"] and r["generated_key"] for r in rows)
     for r in rows:
         png = tmp_path / r["png"]
         assert _png_size(png) == FIGURE_PX
         assert 10_000 < png.stat().st_size < 200_000
-    assert not list(tmp_path.glob("*.tmp"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures.json", "loop_000001.png", "loop_000001.wav",
+                                                          "loop_000002.png", "loop_000002.wav"]
     assert len(capsys.readouterr().out.splitlines()) == 2
 
 

@@ -103,3 +103,16 @@ def test_spectrogram_png_is_a_valid_png(tmp_path):
     idat = data.index(b"IDAT")
     length = int.from_bytes(data[idat - 4:idat], "big")
     assert len(zlib.decompress(data[idat + 4:idat + 4 + length])) == height * (1 + 3 * width)
+
+
+def test_bar_chroma_change_is_zero_for_a_held_chord_and_large_for_changing_ones():
+    def chord(midi_notes, seconds=1.0):
+        return sum(_sine(440 * 2 ** ((n - 69) / 12), seconds) for n in midi_notes)
+    c_major, f_sharp_major = chord([60, 64, 67]), chord([66, 70, 73])
+    bar = len(c_major)
+    held = np.concatenate([c_major] * 4)
+    moving = np.concatenate([c_major, f_sharp_major] * 2)        # no pitch class in common
+    assert M.bar_chroma_change(held, SR, bar) < 0.05
+    assert M.bar_chroma_change(moving, SR, bar) > 1.0
+    with pytest.raises(ValueError, match="two whole bars"):
+        M.bar_chroma_change(held[:bar + bar // 2], SR, bar)

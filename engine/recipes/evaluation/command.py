@@ -45,7 +45,9 @@ def _figures(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for row in held_out_figures(args.model, args.data, out, args.items, args.mode, args.seed):
-        print(f"{out / row['png']}: {row['caption']} ({row['mode']}, {row['seconds']:.2f} s)")
+        print(f"{out / row['png']}: {row['caption']} ({row['mode']}, {row['seconds']:.2f} s; key found "
+              f"{row['generated_key']} vs real {row['real_key']}; bar-to-bar chroma change "
+              f"{row['generated_bar_chroma_change']:.2f} vs real {row['real_bar_chroma_change']:.2f})")
     return 0
 
 

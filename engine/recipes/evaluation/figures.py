@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.recipes.evaluation.metrics import bar_chroma_change, estimate_key
 from engine.recipes.training.spectra import mel_filterbank, mel_spectrogram
 
 FIGURE_PX = (1000, 560)       # width, height of every PNG
 DPI = 100
 N_FFT, HOP, N_MELS = 2048, 512, 128   # 64 ms windows: partials of notes above ~60 Hz resolve
 DB_RANGE = 80.0               # the colour scale spans this far below the louder clip's peak
+COLOURS = 20                  # 4-dB steps: the PNG half the size of a smooth colour map's (< 200 KB)
 FREQ_TICKS_HZ = (100, 250, 500, 1000, 2000, 4000, 8000, 16000)
 
 
@@ -49,8 +51,9 @@ def comparison_png(path: str | Path, title: str, panels: list[tuple[str, np.ndar
     fig, axes = plt.subplots(len(panels), 1, sharex=True, squeeze=False,
                              figsize=(FIGURE_PX[0] / DPI, FIGURE_PX[1] / DPI), dpi=DPI)
     for ax, (label, _), db in zip(axes[:, 0], panels, dbs):
-        image = ax.imshow(db, origin="lower", aspect="auto", interpolation="nearest", cmap="magma",
-                          vmin=top - DB_RANGE, vmax=top, extent=(0.0, seconds, 0, N_MELS))
+        image = ax.imshow(db, origin="lower", aspect="auto", interpolation="nearest",
+                          cmap=plt.get_cmap("magma", COLOURS), vmin=top - DB_RANGE, vmax=top,
+                          extent=(0.0, seconds, 0, N_MELS))
         for t in np.arange(0.0, seconds + 1e-6, bar_seconds):
             ax.axvline(t, color="white", linestyle="--", linewidth=0.8)
         ax.set_yticks([np.searchsorted(centres, f) for f in ticks])
@@ -58,7 +61,8 @@ def comparison_png(path: str | Path, title: str, panels: list[tuple[str, np.ndar
         ax.set_ylabel("Hz (mel scale)")
         ax.set_title(label, fontsize=9, loc="left")
     axes[-1, 0].set_xlabel("seconds (dashed: bar lines)")
-    fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=10)
+    fig.subplots_adjust(top=0.86, bottom=0.09, left=0.08)
+    fig.suptitle("\n".join(textwrap.wrap(title, 140)), fontsize=10)
     fig.colorbar(image, ax=axes[:, 0].tolist(), label="dB", pad=0.01)
     tmp = Path(f"{path}.tmp")
     fig.savefig(tmp, dpi=DPI, format="png")
@@ -68,7 +72,9 @@ def comparison_png(path: str | Path, title: str, panels: list[tuple[str, np.ndar
 
 def held_out_figures(model_path: str, corpus: str, out: Path, items: int, mode: str | None,
                      seed: int) -> list[dict]:
-    """One PNG per held-out loop (``<id>.png`` in ``out``) and the rows describing them."""
+    """One PNG per held-out loop (``<id>.png`` in ``out``, the generated loop beside it as
+    ``<id>.wav`` to listen to) and the rows describing them."""
+    import soundfile as sf
     import soxr
 
     from engine.api import load_model
@@ -93,12 +99,18 @@ def held_out_figures(model_path: str, corpus: str, out: Path, items: int, mode: 
         if model.sample_rate != sr:
             audio = soxr.resample(audio, model.sample_rate, sr)
         generated = audio[:len(real)]
+        sf.write(out / f"{item['id']}.wav", generated, sr)
         comparison_png(out / f"{item['id']}.png", item["caption"],
                        [(f"generated: {model_path}, mode {used}, seed {seed}", generated),
                         (f"real rendering: {Path(corpus).name}/{item['audio']}", real)],
                        sr, float(tempo.bar_seconds))
+        bar = tempo.frames(1, sr)
         rows.append({"id": item["id"], "caption": item["caption"], "bpm": item["bpm"],
                      "beats_per_bar": item["beats_per_bar"], "bars": item["bars"],
-                     "seconds": len(real) / sr, "mode": used, "seed": seed, "png": f"{item['id']}.png"})
+                     "seconds": len(real) / sr, "mode": used, "seed": seed, "png": f"{item['id']}.png",
+                     # what the spectrograms show, in numbers: do the pitches move at all
+                     **{f"{name}_{k}": v for name, wav in (("generated", generated), ("real", real))
+                        for k, v in (("key", estimate_key(wav, sr)),
+                                     ("bar_chroma_change", bar_chroma_change(wav, sr, bar)))}})
     (out / "figures.json").write_text(json.dumps(rows, indent=1))
     return rows

@@ -129,6 +129,18 @@ def chroma(wav: np.ndarray, sample_rate: int, n_fft: int = 8192, fmin: float = 5
     return np.bincount(pitch_classes(freqs[keep]), weights=mag[keep], minlength=12)
 
 
+def bar_chroma_change(wav: np.ndarray, sample_rate: int, bar_samples: int) -> float:
+    """How much the pitch content moves from bar to bar: the mean L1 distance between
+    consecutive whole bars' pitch-class profiles, each summing to 1 (0: the same pitches in
+    every bar; 2: disjoint). A clip shorter than two bars raises ValueError."""
+    bars = len(wav) // bar_samples
+    if bars < 2:
+        raise ValueError(f"bar_chroma_change needs two whole bars, got {len(wav) / bar_samples:.2f}")
+    profiles = [chroma(wav[i * bar_samples:(i + 1) * bar_samples], sample_rate) for i in range(bars)]
+    profiles = [p / max(p.sum(), 1e-12) for p in profiles]
+    return float(np.mean([np.abs(a - b).sum() for a, b in zip(profiles, profiles[1:])]))
+
+
 def estimate_key(wav: np.ndarray, sample_rate: int) -> str:
     """Best of the 24 major/minor keys by correlation of the chroma with rotated profiles."""
     c = chroma(wav, sample_rate)
