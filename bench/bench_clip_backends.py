@@ -45,7 +45,8 @@ def run_child(model: str, backend: str, clips: int) -> dict:
     samples = tempo.frames(BARS, RATE) + round(MARGIN_S * RATE)
     walls, cpus = [], []
     for k in range(clips + 1):
-        request = SampleRequest("four-on-the-floor house beat", {"mode": "ar", "seed": k}, samples, RATE, tempo)
+        request = SampleRequest("four-on-the-floor house beat", {"mode": "ar", "seed": k},
+                                samples, RATE, tempo)
         c0, t0 = sum(os.times()[:2]), time.perf_counter()
         generate_samples(m, request, lambda fraction: None)
         if k:                                      # clip 0 pays the one-off set-up
@@ -67,8 +68,8 @@ def main() -> None:
     if not Path(args.bundle).exists():
         subprocess.run([sys.executable, "-m", "engine.cli", "export", "--model", args.model, "--out",
                         args.bundle], cwd=ROOT, check=True)
-    print(f"load before: {load_line()}\n\n| round | backend | wall s per clip (median, all) | CPU s per clip (median) |\n"
-          "|---|---|---|---|")
+    print(f"load before: {load_line()}\n\n"
+          "| round | backend | wall s per clip (median, all) | CPU s per clip (median) |\n|---|---|---|---|")
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}   # as engine/cli.py sets it for the bridge
     for rnd in (1, 2):
         for backend in ("torch2", "torch1", "onnx"):

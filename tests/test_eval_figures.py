@@ -48,8 +48,8 @@ def test_figures_writes_one_png_per_held_out_loop_at_its_length(corpus, tmp_path
         png = tmp_path / r["png"]
         assert _png_size(png) == FIGURE_PX
         assert 10_000 < png.stat().st_size < 200_000
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures.json", "loop_000001.png", "loop_000001.wav",
-                                                          "loop_000002.png", "loop_000002.wav"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "figures.json", "loop_000001.png", "loop_000001.wav", "loop_000002.png", "loop_000002.wav"]
     assert len(capsys.readouterr().out.splitlines()) == 2
 
 

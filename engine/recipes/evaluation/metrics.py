@@ -4,7 +4,8 @@ Codec: SI-SNR and the multi-scale log-mel distance, next to 4-bit mu-law and an 
 measured on the same audio. Generated loops: tempo from an onset-autocorrelation beat tracker,
 key from a chroma key-finder (Albrecht-Shanahan profiles), drum presence from the percussive
 share of a median-filter harmonic/percussive split, spectral flatness (noise is ~0.5+,
-music far below) and how far the pitch-class profile moves from bar to bar. All of it is numpy/scipy/torch written here (no librosa).
+music far below) and how far the pitch-class profile moves from bar to bar. All of it is
+numpy/scipy/torch written here (no librosa).
 """
 from __future__ import annotations
 
