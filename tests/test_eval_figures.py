@@ -79,3 +79,11 @@ def test_panels_share_one_colour_scale(tmp_path):
     inner = slice(int(0.2 * w), int(0.6 * w))
     top, bottom = rgb[int(0.2 * h):int(0.4 * h), inner], rgb[int(0.65 * h):int(0.85 * h), inner]
     assert top.mean() > bottom.mean() + 0.2
+
+
+def test_one_panel_without_bar_lines(tmp_path):
+    """The eval suites' single spectrograms (corpus loops, codec copies without a tempo) are the
+    same figure: one panel, no bar lines, still FIGURE_PX."""
+    path = tmp_path / "one.png"
+    comparison_png(path, "a sine", [("sine", 0.1 * np.sin(np.arange(SR) * 0.1).astype(np.float32))], SR)
+    assert _png_size(path) == FIGURE_PX

@@ -35,9 +35,10 @@ def log_mel_db(wav: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def comparison_png(path: str | Path, title: str, panels: list[tuple[str, np.ndarray]], sample_rate: int,
-                   bar_seconds: float) -> None:
+                   bar_seconds: float | None = None) -> None:
     """Write ``panels`` (label, mono audio of one length) as log-mel spectrograms stacked top to
-    bottom, one colour scale for all, a dashed line at every bar; the PNG is ``FIGURE_PX``."""
+    bottom, one colour scale for all, a dashed line at every bar (none when ``bar_seconds`` is
+    None); the PNG is ``FIGURE_PX``."""
     import matplotlib
     matplotlib.use("Agg")            # files only: no display, whatever MPLBACKEND says
     import matplotlib.pyplot as plt
@@ -54,13 +55,13 @@ def comparison_png(path: str | Path, title: str, panels: list[tuple[str, np.ndar
         image = ax.imshow(db, origin="lower", aspect="auto", interpolation="nearest",
                           cmap=plt.get_cmap("magma", COLOURS), vmin=top - DB_RANGE, vmax=top,
                           extent=(0.0, seconds, 0, N_MELS))
-        for t in np.arange(0.0, seconds + 1e-6, bar_seconds):
+        for t in np.arange(0.0, seconds + 1e-6, bar_seconds) if bar_seconds else ():
             ax.axvline(t, color="white", linestyle="--", linewidth=0.8)
         ax.set_yticks([np.searchsorted(centres, f) for f in ticks])
         ax.set_yticklabels([f"{f / 1000:g}k" if f >= 1000 else str(f) for f in ticks])
         ax.set_ylabel("Hz (mel scale)")
         ax.set_title(label, fontsize=9, loc="left")
-    axes[-1, 0].set_xlabel("seconds (dashed: bar lines)")
+    axes[-1, 0].set_xlabel("seconds (dashed: bar lines)" if bar_seconds else "seconds")
     fig.subplots_adjust(top=0.86, bottom=0.09, left=0.08)
     fig.suptitle("\n".join(textwrap.wrap(title, 140)), fontsize=10)
     fig.colorbar(image, ax=axes[:, 0].tolist(), label="dB", pad=0.01)
