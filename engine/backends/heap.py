@@ -16,19 +16,23 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import platform
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 M_MMAP_THRESHOLD = -3        # mallopt parameter (malloc.h)
 LOAD_THRESHOLD = 128 * 1024  # glibc's initial threshold: every weight is mapped on its own
 AFTER_THRESHOLD = 32 << 20   # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
 
 
-def _mallopt() -> ctypes._CFuncPtr | None:
+def _mallopt() -> Callable[[int, int], int] | None:
+    """glibc's ``mallopt``, or None under another C library (musl's ignores the threshold)."""
     name = ctypes.util.find_library("c")
+    if platform.libc_ver()[0] != "glibc" or not name:
+        return None
     try:
-        return ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):   # no C library to load, or not glibc (musl, macOS)
+        return ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
         return None
 
 
