@@ -10,8 +10,8 @@ block (asymmetric agreed better with fp32 than symmetric on the default model, 0
 (fewer than ``NBITS_MIN_4BIT_ELEMENTS`` elements): every weight of musicgen-small and larger is
 4-bit, every weight of the default model (d 256) 8-bit, where 4-bit cost too much agreement
 with fp32 (0.82; block sizes, HQQ, GPTQ and accuracy levels did not reach 0.95 either:
-bench/RESULTS_onnx.md). Block-wise 8-bit agreed better with fp32 than dynamic per-channel int8 on the
-default model (bench/RESULTS_onnx.md) at about the same speed. The graphs that run once per
+bench/RESULTS_onnx.md). Block-wise 8-bit agreed better with fp32 than dynamic per-channel int8
+on the default model (bench/RESULTS_onnx.md) at about the same speed. The graphs that run once per
 generation (text encoder, cross-attention K/V) get onnxruntime's dynamic int8 quantization
 (``quantize_int8``: per-channel int8 MatMul/Gather weights, activations quantized on the fly):
 their time does not matter. The codec's convolutions and LSTM stay fp32 (ConvInteger is slower

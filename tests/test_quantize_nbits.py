@@ -20,7 +20,8 @@ def _graph(path) -> None:
     assert weights["w_big"].size >= NBITS_MIN_4BIT_ELEMENTS > weights["w_small"].size
     nodes = [helper.make_node("MatMul", ["x", "w_big"], ["h"], name="/lm/layers.0/linear1/MatMul"),
              helper.make_node("Slice", ["h", "starts", "ends", "axes"], ["hs"], name="slice"),
-             helper.make_node("MatMul", ["hs", "w_small"], ["g"], name="/lm/layers.0/out_proj/MatMul"),
+             helper.make_node("MatMul", ["hs", "w_small"], ["g"],
+                              name="/lm/layers.0/out_proj/MatMul"),
              helper.make_node("MatMul", ["g", "w_head"], ["y"], name="/lm/linears.0/MatMul")]
     inits = [numpy_helper.from_array(v, k) for k, v in weights.items()]
     inits += [numpy_helper.from_array(np.array([v], np.int64), k)
@@ -47,7 +48,8 @@ def _bits(path) -> dict[str, int | None]:
 
 
 def _run(path, x):
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
 
 
 def test_int4_gives_4_bits_to_large_weights_only_and_int8_keeps_fp32_heads(tmp_path):
