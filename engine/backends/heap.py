@@ -15,7 +15,6 @@ frees large blocks ends up anyway. Elsewhere than glibc this is a no-op.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import platform
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -27,11 +26,10 @@ AFTER_THRESHOLD = 32 << 20   # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
 
 def _mallopt() -> Callable[[int, int], int] | None:
     """glibc's ``mallopt``, or None under another C library (musl's ignores the threshold)."""
-    name = ctypes.util.find_library("c")
-    if platform.libc_ver()[0] != "glibc" or not name:
+    if platform.libc_ver()[0] != "glibc":
         return None
-    try:
-        return ctypes.CDLL(name).mallopt
+    try:  # the process's own symbols: libc is loaded already (no ldconfig look-up)
+        return ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return None
 
