@@ -5,10 +5,12 @@ The fp32 ``lm_step`` graph of an exported bundle (run from an empty cache over t
 sequence, as it runs a prompt) is quantized with onnxruntime's quantizers
 (export/quantize.py): dynamic per-channel int8 (every MatMul/Gather, and all but the output
 heads: the int8 format before block-wise weights); block-wise MatMulNBits 8-bit with fp32 heads
-(the shipped int8) and 4-bit with 4-bit, 8-bit (the shipped int4) and fp32 heads. Sequences: the torch model's own AR generations for ``--prompts``
-held-out captions (delay pattern, as the LM reads them). Agreement = the share of positions where
-the int8 graph's argmax equals fp32's, teacher-forced on the same sequence (a free-running run
-parts at the first differing token and measures nothing after it)::
+(the shipped int8) and 4-bit with 4-bit, 8-bit and fp32 heads; and the shipped int4
+(``quantize_graph``: 4-bit only for weights of >= ``NBITS_MIN_4BIT_ELEMENTS``, else 8-bit).
+Sequences: the torch model's own AR generations for ``--prompts`` held-out captions (delay
+pattern, as the LM reads them). Agreement = the share of positions where the int8 graph's argmax
+equals fp32's, teacher-forced on the same sequence (a free-running run parts at the first
+differing token and measures nothing after it)::
 
     PYTHONPATH=. python3 bench/bench_int8_agreement.py --model default
 
@@ -49,7 +51,7 @@ def main() -> None:
     from engine.recipes.data.synth import sample_spec
     from engine.conditioners.caption import describe
     from engine.api import load_model
-    from export.quantize import quantize_int8, quantize_nbits
+    from export.quantize import quantize_graph, quantize_int8, quantize_nbits
 
     if not (Path(args.bundle) / "manifest.json").is_file():
         subprocess.run([sys.executable, "-m", "engine.cli", "export", "--model", args.model,
@@ -91,8 +93,11 @@ def main() -> None:
                 ("dynamic int8, fp32 heads", lambda d: quantize_int8(step, d)),
                 ("block int8, fp32 heads (shipped int8)", lambda d: quantize_nbits(step, d, 8, None)),
                 ("block int4 (all MatMul)", lambda d: quantize_nbits(step, d, 4, 4)),
-                ("block int4, 8-bit heads (shipped int4)", lambda d: quantize_nbits(step, d, 4, 8)),
-                ("block int4, fp32 heads", lambda d: quantize_nbits(step, d, 4, None))):
+                ("block int4, 8-bit heads (int4 before the size rule)",
+                 lambda d: quantize_nbits(step, d, 4, 8)),
+                ("block int4, fp32 heads", lambda d: quantize_nbits(step, d, 4, None)),
+                ("shipped int4 (4-bit where >= 1M elements, else 8-bit)",
+                 lambda d: quantize_graph(step, d, "int4", "lm_step"))):
             dst = Path(tmp) / f"{len(variants)}.onnx"
             quantize(dst)
             variants[name] = dst

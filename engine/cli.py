@@ -23,7 +23,7 @@ from importlib.metadata import entry_points  # noqa: E402
 from engine import generate_command  # noqa: E402
 
 # Packages of the training / evaluation recipes, installed by the ``recipes`` extra only.
-RECIPE_PACKAGES = {"scipy", "music21"}
+RECIPE_PACKAGES = {"scipy", "music21", "matplotlib"}
 
 
 class PlainTextParser(argparse.ArgumentParser):

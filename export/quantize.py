@@ -6,11 +6,18 @@ along the input axis, one fp32 scale each), computed at accuracy level 4: the ac
 quantized to int8 per block and the dot products run on int8 units (VNNI / AMX on x86).
 int8: 8-bit symmetric weights, fp32 output heads. int4: 4-bit weights with a zero point per
 block (asymmetric agreed better with fp32 than symmetric on the default model, 0.809 vs 0.793),
-8-bit heads. Block-wise 8-bit agreed better with fp32 than dynamic per-channel int8 on the
-default model (bench/RESULTS_onnx.md) at about the same speed. The graphs that run once per
+8-bit heads, and 8-bit weights wherever a weight is too small for its bytes to bound the step
+(fewer than ``NBITS_MIN_4BIT_ELEMENTS`` elements): every weight of musicgen-small and larger is
+4-bit, every weight of the default model (d 256) 8-bit, where 4-bit cost too much agreement
+with fp32 (0.82; block sizes, HQQ, GPTQ and accuracy levels did not reach 0.95 either:
+bench/RESULTS_onnx.md). Block-wise 8-bit agreed better with fp32 than dynamic per-channel int8
+on the default model (bench/RESULTS_onnx.md) at about the same speed. The graphs that run once per
 generation (text encoder, cross-attention K/V) get onnxruntime's dynamic int8 quantization
 (``quantize_int8``: per-channel int8 MatMul/Gather weights, activations quantized on the fly):
-their time does not matter. The codec's convolutions and LSTM stay fp32 (ConvInteger is slower
+their time does not matter. Their weights use 7 of the 8 bits (``reduce_range``): on CPUs
+without VNNI (AVX2 only) onnxruntime's u8 x s8 dot products add pairs in int16, which full-range
+weights overflow (the debug model's cross-attention K/V were off by 0.37 on an AVX2 EPYC, within
+0.15 with 7 bits); a bundle runs wherever it is copied, so it is 7 bits everywhere. The codec's convolutions and LSTM stay fp32 (ConvInteger is slower
 than fp32 conv on CPU and the codec is a small share of the time).
 
 fp16: onnxruntime's own float16 converter (``onnxruntime.transformers.float16``, shipped in the
@@ -20,6 +27,7 @@ does not change and LayerNorm / Softmax kept in fp32 where the converter's block
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -39,6 +47,11 @@ NBITS_ACCURACY_LEVEL = 4
 # heads' precision was chosen with bench/bench_int8_agreement.py on the default model.
 NBITS = {"int8": (8, None), "int4": (4, 8)}
 QUANTIZE_VARIANTS = tuple(NBITS)
+# Weights with fewer elements than this get 8 bits in the int4 variant: 4-bit pays off where a
+# step's time is reading large weights (musicgen-small's smallest is 1024 x 1024: all 4-bit).
+# The default model's are at most 256 x 1024: its 8-bit step took 1.66 ms against 1.53 ms all
+# 4-bit (under load), and its greedy agreement with fp32 is 0.97 at 8 bits, 0.82 at 4.
+NBITS_MIN_4BIT_ELEMENTS = 1024 * 1024
 
 
 def variant_of_graph(variant: str, graph: str) -> str:
@@ -53,16 +66,17 @@ def quantize_graph(src: Path, dst: Path, variant: str, graph: str) -> None:
     if variant not in QUANTIZE_VARIANTS:
         raise ValueError(f"quantize variant must be one of {QUANTIZE_VARIANTS}, got {variant!r}")
     if graph in PER_STEP_GRAPHS:
-        quantize_nbits(src, dst, *NBITS[variant])
+        quantize_nbits(src, dst, *NBITS[variant], min_elements=NBITS_MIN_4BIT_ELEMENTS)
     else:
         quantize_int8(src, dst)
 
 
 def quantize_nbits(src: Path, dst: Path, bits: int, head_bits: int | None,
-                   heads: tuple[str, ...] = FP32_NODES) -> None:
+                   heads: tuple[str, ...] = FP32_NODES, min_elements: int = 0) -> None:
     """Block-wise ``bits``-bit ``MatMulNBits`` weights (4: with zero points, 8: symmetric) for
     every MatMul with a constant weight of ``src``, into ``dst``; nodes whose name contains one
-    of ``heads`` get ``head_bits`` bits instead, or stay fp32 when ``head_bits`` is None."""
+    of ``heads`` get ``head_bits`` bits instead, or stay fp32 when ``head_bits`` is None; other
+    weights with fewer than ``min_elements`` elements get at least 8 bits."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     if bits not in (4, 8):
@@ -72,18 +86,32 @@ def quantize_nbits(src: Path, dst: Path, bits: int, head_bits: int | None,
     # the quantizer logs one INFO line per node
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
     model = onnx.load(str(src))
-    head_nodes = [n.name for n in model.graph.node if any(part in n.name for part in heads)]
-    passes = [(bits, {"nodes_to_exclude": head_nodes if head_bits != bits else []})]
-    if head_bits not in (None, bits) and head_nodes:
-        # every other constant-weight MatMul is a MatMulNBits by now: this pass meets the heads
-        passes.append((head_bits, {"nodes_to_include": head_nodes}))
-    for n_bits, select in passes:
+    plan = _bits_per_node(model, bits, head_bits, heads, min_elements)
+    for n_bits in sorted({b for b in plan.values() if b is not None}):
+        # one pass per bit width; every constant-weight MatMul of another width is left alone
+        others = [name for name, b in plan.items() if b != n_bits]
         quantizer = MatMulNBitsQuantizer(model, bits=n_bits, block_size=NBITS_BLOCK,
                                          is_symmetric=n_bits == 8,
-                                         accuracy_level=NBITS_ACCURACY_LEVEL, **select)
+                                         accuracy_level=NBITS_ACCURACY_LEVEL,
+                                         nodes_to_exclude=others)
         quantizer.process()
         model = quantizer.model.model
     onnx.save(model, str(dst))
+
+
+def _bits_per_node(model: onnx.ModelProto, bits: int, head_bits: int | None,
+                   heads: tuple[str, ...], min_elements: int) -> dict[str, int | None]:
+    """The bits (None: fp32) of every MatMul of ``model`` with a constant weight, by node name."""
+    sizes = {t.name: math.prod(t.dims) for t in model.graph.initializer}
+    plan: dict[str, int | None] = {}
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in sizes:
+            continue
+        if any(part in node.name for part in heads):
+            plan[node.name] = head_bits
+        else:
+            plan[node.name] = bits if sizes[node.input[1]] >= min_elements else max(bits, 8)
+    return plan
 
 
 def quantize_int8(src: Path, dst: Path, keep_fp32: tuple[str, ...] = FP32_NODES) -> None:
@@ -101,7 +129,7 @@ def quantize_int8(src: Path, dst: Path, keep_fp32: tuple[str, ...] = FP32_NODES)
             shutil.copyfile(src, pre)
         keep = [n.name for n in onnx.load(str(pre)).graph.node
                 if any(part in n.name for part in keep_fp32)]
-        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
                          op_types_to_quantize=["MatMul", "Gather"], nodes_to_exclude=keep)
 
 

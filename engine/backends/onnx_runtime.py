@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.backends.heap import weights_returned_on_free
+
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 _CUDA_WORKS: bool | None = None
@@ -99,7 +101,9 @@ def make_session(path: Path, provider: str, threads: int | None = None,
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 4 if quiet else 3
     providers = [PROVIDERS["cpu"]] if provider == "cpu" else [PROVIDERS["cuda"], PROVIDERS["cpu"]]
-    return ort.InferenceSession(str(path), opts, providers=providers)
+    # the originals of prepacked weights are freed during loading: give their pages back
+    with weights_returned_on_free():
+        return ort.InferenceSession(str(path), opts, providers=providers)
 
 
 def open_graph(bundle_dir: Path, manifest: dict[str, Any], name: str, provider: str,

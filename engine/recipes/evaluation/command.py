@@ -8,6 +8,9 @@
   drum presence vs drums asked or not, spectral flatness.
 - ``corpus``: the same estimators on the corpus itself (ground truth known): how far the
   metrics themselves can be trusted.
+- ``figures``: held-out corpus loops' captions through a model at each loop's own tempo and
+  length; one PNG per loop, the generated loop's log-mel spectrogram above the real rendering's
+  (engine/recipes/evaluation/figures.py; the model card's figures).
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from pathlib import Path
 def _run(args: argparse.Namespace) -> int:
     from engine.recipes.evaluation import metrics, suites
 
+    if args.eval_command == "figures":
+        return _figures(args)
     if getattr(args, "drum_threshold", 0.0) is None:
         args.drum_threshold = metrics.DRUM_THRESHOLD
     out = Path(args.out)
@@ -31,6 +36,18 @@ def _run(args: argparse.Namespace) -> int:
         result = suites.eval_generate(args.model, out, args.prompts, args.seed, args.bars, args.mode, args.drum_threshold)
     (out / "results.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: result[k] for k in ("kind", "items", "mean", "median") if k in result}, indent=1))
+    return 0
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from engine.recipes.evaluation.figures import held_out_figures
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for row in held_out_figures(args.model, args.data, out, args.items, args.mode, args.seed):
+        print(f"{out / row['png']}: {row['caption']} ({row['mode']}, {row['seconds']:.2f} s; key found "
+              f"{row['generated_key']} vs real {row['real_key']}; bar-to-bar chroma change "
+              f"{row['generated_bar_chroma_change']:.2f} vs real {row['real_bar_chroma_change']:.2f})")
     return 0
 
 
@@ -49,7 +66,7 @@ def _codec(name: str):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``eval`` with subcommands ``codec``, ``generate`` and ``corpus``."""
+    """Add ``eval`` with subcommands ``codec``, ``generate``, ``corpus`` and ``figures``."""
     p = sub.add_parser("eval", help="measure a codec or a model; write numbers and spectrograms",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     esub = p.add_subparsers(dest="eval_command", required=True, metavar="WHAT")
@@ -69,7 +86,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     k = esub.add_parser("corpus", help="the estimators on the corpus itself (their own accuracy)")
     k.add_argument("--data", required=True)
     k.add_argument("--items", type=int, default=100)
-    for q in (c, g, k):
+    f = esub.add_parser("figures", help="PNGs: a model's loop above the real one, held-out captions")
+    f.add_argument("--model", required=True, help="a model folder or name load_model accepts")
+    f.add_argument("--data", required=True, help="synth corpus (the first --items of its 'valid' split)")
+    f.add_argument("--items", type=int, default=3)
+    f.add_argument("--mode", choices=("ar", "magnet", "hybrid"), default=None,
+                   help="decoding mode (default: the model's default mode, magnet for the default model)")
+    f.add_argument("--seed", type=int, default=0, help="generation seed (the same for every loop)")
+    for q in (c, g, k, f):
         q.add_argument("--out", required=True, help="output folder (results.json + PNGs)")
         q.set_defaults(func=_run)
     for q in (g, k):

@@ -3,8 +3,9 @@
 Codec: SI-SNR and the multi-scale log-mel distance, next to 4-bit mu-law and an 8 kHz low-pass
 measured on the same audio. Generated loops: tempo from an onset-autocorrelation beat tracker,
 key from a chroma key-finder (Albrecht-Shanahan profiles), drum presence from the percussive
-share of a median-filter harmonic/percussive split, and spectral flatness (noise is ~0.5+,
-music far below). All of it is numpy/scipy/torch written here (no librosa).
+share of a median-filter harmonic/percussive split, spectral flatness (noise is ~0.5+,
+music far below) and how far the pitch-class profile moves from bar to bar. All of it is
+numpy/scipy/torch written here (no librosa).
 """
 from __future__ import annotations
 
@@ -127,6 +128,18 @@ def chroma(wav: np.ndarray, sample_rate: int, n_fft: int = 8192, fmin: float = 5
     mag = (frames / (frames.sum(axis=0, keepdims=True) + 1e-9)).sum(axis=1)   # [F]
     keep = (freqs >= fmin) & (freqs <= fmax)
     return np.bincount(pitch_classes(freqs[keep]), weights=mag[keep], minlength=12)
+
+
+def bar_chroma_change(wav: np.ndarray, sample_rate: int, bar_samples: int) -> float:
+    """How much the pitch content moves from bar to bar: the mean L1 distance between
+    consecutive whole bars' pitch-class profiles, each summing to 1 (0: the same pitches in
+    every bar; 2: disjoint). A clip shorter than two bars raises ValueError."""
+    bars = len(wav) // bar_samples
+    if bars < 2:
+        raise ValueError(f"bar_chroma_change needs two whole bars, got {len(wav) / bar_samples:.2f}")
+    profiles = [chroma(wav[i * bar_samples:(i + 1) * bar_samples], sample_rate) for i in range(bars)]
+    profiles = [p / max(p.sum(), 1e-12) for p in profiles]
+    return float(np.mean([np.abs(a - b).sum() for a, b in zip(profiles, profiles[1:])]))
 
 
 def estimate_key(wav: np.ndarray, sample_rate: int) -> str:

@@ -4,37 +4,13 @@ sample (engine/recipes/evaluation/command.py describes each suite).
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from engine.recipes.evaluation import metrics as M
-
-
-def spectrogram_png(path: str | Path, wavs: list[np.ndarray], sample_rate: int, n_fft: int = 1024) -> None:
-    """Log-mel spectrograms of ``wavs`` stacked top to bottom, low frequencies at the bottom."""
-    rows = []
-    for wav in wavs:
-        mel = M.mel_spectrogram(torch.from_numpy(np.asarray(wav, dtype=np.float32)), sample_rate, n_fft, 128)
-        db = 10 * np.log10(mel.numpy() + 1e-10)
-        rows.append(np.clip((db - (db.max() - 80)) / 80, 0, 1)[::-1])   # [M, F], 80 dB range
-        rows.append(np.ones((2, db.shape[1])))                          # separator line
-    img = np.concatenate(rows[:-1])
-    # a dark-blue -> red -> yellow colour map
-    r = np.clip(3 * img - 0.5, 0, 1)
-    g = np.clip(3 * img - 1.6, 0, 1)
-    b = np.clip(np.where(img < 0.5, 1.2 * img + 0.15, 1.5 - 2 * img), 0, 1)
-    rgb = (np.stack([r, g, b], axis=-1) * 255).astype(np.uint8)          # [H, W, 3]
-    raw = b"".join(b"\x00" + row.tobytes() for row in rgb)
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-    h, w = rgb.shape[:2]
-    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+from engine.recipes.evaluation.figures import comparison_png
 
 
 def _summary(rows: list[dict], keys: list[str]) -> dict:
@@ -64,7 +40,7 @@ def eval_codec(codec, corpus: str, out: Path, items: int, seconds: float, split:
             # drums kept: the high-band percussive share of the copy next to the original's
             row[f"{name}_percussive"] = M.percussive_ratio(np.asarray(est, dtype=np.float32), sr)
         rows.append(row)
-        spectrogram_png(out / f"{item['id']}.png", [wav, recon], sr)
+        comparison_png(out / f"{item['id']}.png", item["caption"], [("original", wav), ("through the codec", recon)], sr)
     keys = [k for k in rows[0] if k.endswith(("_mel", "_db", "_key_kept", "_percussive"))]
     percussive = [k for k in keys if k.endswith("_percussive")]
     return {"kind": "codec", "items": len(rows), "mean": _summary(rows, keys),
@@ -96,7 +72,8 @@ def eval_corpus(corpus: str, out: Path, items: int, drum_threshold: float) -> di
         row = {"id": item["id"], "caption": item["caption"],
                **loop_metrics(wav, item["sample_rate"], item["bpm"], item["key"], "drums" in item["parts"], drum_threshold)}
         rows.append(row)
-        spectrogram_png(out / f"{item['id']}.png", [wav], item["sample_rate"])
+        comparison_png(out / f"{item['id']}.png", item["caption"], [(item["audio"], wav)], item["sample_rate"],
+                       60.0 * item["beats_per_bar"] / item["bpm"])
     return {"kind": "corpus", "items": len(rows), "mean": _summary(rows, LOOP_KEYS), "per_item": rows}
 
 
@@ -127,6 +104,7 @@ def eval_generate(model_path: str, out: Path, prompts: int, seed: int, bars: int
         sf.write(out / f"prompt_{i:03d}.wav", wav, sr)
         row = {"prompt": text, "bars": n_bars, "seconds": duration, **loop_metrics(wav, sr, spec.bpm, spec.key, "drums" in spec.parts, drum_threshold)}
         rows.append(row)
-        spectrogram_png(out / f"prompt_{i:03d}.png", [wav], sr)
+        comparison_png(out / f"prompt_{i:03d}.png", text, [(f"generated: {model_path}, seed {seed + i}", wav)], sr,
+                       float(tempo.bar_seconds))
     return {"kind": "generate", "model": model_path, "mode": mode, "items": len(rows),
             "mean": _summary(rows, LOOP_KEYS), "per_item": rows}
