@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -54,7 +53,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import append_results  # noqa: E402
+from bench._common import append_results, cpu_line  # noqa: E402
 from engine.backends.base import ConditionTensors  # noqa: E402
 from engine import MusicGen  # noqa: E402
 
@@ -371,7 +370,7 @@ def main() -> None:
     lines = [
         f"\n## {'small' if args.small else 'musicgen-small'} shapes"
         f"{f', {shape.layers} layers' if args.layers else ''}, {time.strftime('%Y-%m-%d %H:%M')}\n",
-        f"`{cmd}` on {platform.machine()} ({os.cpu_count()} cores visible), torch "
+        f"`{cmd}` on {cpu_line()} visible, torch "
         f"{torch.__version__}, transformers {__import__('transformers').__version__}, "
         f"torch.set_num_threads({args.threads}), OpenMP wait policy "
         f"{os.environ.get('OMP_WAIT_POLICY', 'default (active spin)')}. "

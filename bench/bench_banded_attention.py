@@ -16,7 +16,6 @@ Results are appended to bench/RESULTS_banded_attention.md (``--out``).
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import statistics
 import sys
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import engine.modules.transformer as transformer  # noqa: E402
-from bench._common import append_results  # noqa: E402
+from bench._common import append_results, cpu_line  # noqa: E402
 from engine.backends.base import ConditionTensors  # noqa: E402
 from engine.backends.torch_backend import TorchBackend  # noqa: E402
 from engine.decoding.magnet import DEFAULT_ATTN_BAND, segment_frames  # noqa: E402
@@ -112,7 +111,7 @@ def main() -> None:
         "full (musicgen-small shape: 24 layers, d 1024, 16 heads)"
     lines = [
         f"\n## {name}, batch 2 (CFG), T = {steps}, band {band}, {args.threads} thread(s)\n",
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}; "
+        f"{cpu_line()}, torch {torch.__version__}; "
         f"`PYTHONPATH=. python3 bench/bench_banded_attention.py{' --small' if args.small else ''}"
         f" --seconds {args.seconds:g} --reps {args.reps}`; peak RSS of the process "
         f"{peak:.0f} MiB (both paths, one model)\n",

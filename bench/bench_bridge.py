@@ -31,7 +31,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench._common import append_results, load_line  # noqa: E402
+from bench._common import append_results, cpu_line, load_line  # noqa: E402
 from plugin_host.shm import HostSegment  # noqa: E402
 
 
@@ -166,7 +166,7 @@ def main():
     lines = ["", f"## Run of {time.strftime('%Y-%m-%d %H:%M')}: `bench/bench_bridge.py "
              f"--models {' '.join(a.models)} --bpms {' '.join(f'{b:g}' for b in a.bpms)} "
              f"--modes {' '.join(a.modes)} --runs {a.runs}`", "",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared with "
+             f"Machine: {cpu_line()} (shared with "
              "other jobs), Python " + platform.python_version() + ", CPU only.",
              f"Load before: {load_line()}." + (f" {a.note}" if a.note else ""), ""]
     for i, model in enumerate(a.models):

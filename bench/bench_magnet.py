@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import append_results  # noqa: E402
+from bench._common import append_results, cpu_line  # noqa: E402
 from engine.backends.base import ConditionTensors  # noqa: E402
 from engine.backends.torch_backend import TorchBackend  # noqa: E402
 from engine.decoding.ar import generate_ar  # noqa: E402
@@ -188,7 +187,7 @@ def main() -> None:
         f"\n## {'small' if args.small else 'full'} shapes, {time.strftime('%Y-%m-%d %H:%M')}\n",
         f"`OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} PYTHONPATH=. "
         f"{' '.join(['python3', 'bench/bench_magnet.py', '--threads', str(args.threads)] + (['--small'] if args.small else []) + (['--modes', args.modes] if len(modes) < 3 else []))}`"
-        f" on {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f" on {cpu_line()}, torch {torch.__version__}, "
         f"{args.threads} thread(s); LM {shape.layers} layers, d {shape.dim}, {shape.heads} heads, "
         f"{shape.n_q} x {shape.card}; {shape.duration} s ({T} MAGNeT frames), batch 1, CFG on, "
         f"steps 20/10/10/10, hybrid prefix {HYBRID_PREFIX_S} s.\n",

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import platform
 import resource
 import shutil
 import sys
@@ -41,7 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import bandwidth_gbs, load_line  # noqa: E402
+from bench._common import bandwidth_gbs, cpu_line, load_line  # noqa: E402
 from engine.models.lm import LMConfig, musicgen_small_config  # noqa: E402
 
 SEED = 1234
@@ -248,7 +247,7 @@ def main() -> None:
         "",
         f"Command: `OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} PYTHONPATH=. "
         f"python3 bench/bench_onnx.py{' --small' if small else ''} --threads {args.threads}`. "
-        f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"CPU ({cpu_line()}, "
         f"{args.threads} threads; shared machine, numbers are indicative), batch 1 with CFG "
         f"(2 rows), greedy. LM: {shape}. Measured bandwidth {bw:.1f} GB/s.",
         "",

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from bench._common import cpu_line
 from plugin_host.native import HERE as NATIVE_DIR
 from plugin_host.shm import ServerSegment
 
@@ -110,11 +110,9 @@ def main() -> None:
             run = subprocess.run([str(exe), name, str(Path(tmp) / "barforge_player.lv2" / "barforge_player.so"),
                                   str(args.blocks)], env=env, capture_output=True, text=True, check=True)
     r = {k: float(v) for k, v in (line.split() for line in run.stdout.splitlines())}
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
     text = f"""# plugin_host benchmarks (bench/bench_shm.py)
 
-Machine: {cpu}, {os.cpu_count()} cores shared with other jobs; gcc -O2.
+Machine: {cpu_line()} shared with other jobs; gcc -O2.
 
 ## C slot read vs memcpy (one {r['bytes'] / 2**20:.1f} MiB clip: {seconds} s stereo float32 at {sr} Hz; best of 40)
 

@@ -38,7 +38,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import resource
 import sys
 import time
@@ -53,7 +52,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import append_results, bandwidth_gbs, load_line  # noqa: E402
+from bench._common import append_results, bandwidth_gbs, cpu_line, load_line  # noqa: E402
 from bench._load_monitor import LoadMonitor, idle_refusal  # noqa: E402
 from engine.models.lm import LMConfig, musicgen_small_config  # noqa: E402
 
@@ -410,7 +409,7 @@ def main() -> int:
         f"({time.strftime('%Y-%m-%d %H:%M')}): {status}",
         "",
         f"Command: `PYTHONPATH=. python3 {' '.join(['bench/bench_vs_transformers.py', *sys.argv[1:]])}`. "
-        f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"CPU {cpu_line()}, "
         f"{args.threads} threads for every runtime; onnxruntime {onnxruntime.__version__}, "
         f"transformers {transformers.__version__}, torch {torch.__version__}. LM: {shape}, the "
         f"same random weights on both sides; batch 1, CFG {CFG_COEF:g} (2 rows), greedy, "
