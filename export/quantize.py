@@ -17,8 +17,9 @@ generation (text encoder, cross-attention K/V) get onnxruntime's dynamic int8 qu
 their time does not matter. Their weights use 7 of the 8 bits (``reduce_range``): on CPUs
 without VNNI (AVX2 only) onnxruntime's u8 x s8 dot products add pairs in int16, which full-range
 weights overflow (the debug model's cross-attention K/V were off by 0.37 on an AVX2 EPYC, within
-0.15 with 7 bits); a bundle runs wherever it is copied, so it is 7 bits everywhere. The codec's convolutions and LSTM stay fp32 (ConvInteger is slower
-than fp32 conv on CPU and the codec is a small share of the time).
+0.15 with 7 bits); a bundle runs wherever it is copied, so it is 7 bits everywhere. The codec's
+convolutions and LSTM stay fp32 (ConvInteger is slower than fp32 conv on CPU and the codec is a
+small share of the time).
 
 fp16: onnxruntime's own float16 converter (``onnxruntime.transformers.float16``, shipped in the
 onnxruntime wheel: no extra package), with graph inputs/outputs kept fp32 so the runtime's I/O
@@ -129,8 +130,9 @@ def quantize_int8(src: Path, dst: Path, keep_fp32: tuple[str, ...] = FP32_NODES)
             shutil.copyfile(src, pre)
         keep = [n.name for n in onnx.load(str(pre)).graph.node
                 if any(part in n.name for part in keep_fp32)]
-        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
-                         op_types_to_quantize=["MatMul", "Gather"], nodes_to_exclude=keep)
+        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         reduce_range=True, op_types_to_quantize=["MatMul", "Gather"],
+                         nodes_to_exclude=keep)
 
 
 def convert_fp16(src: Path, dst: Path) -> None:
